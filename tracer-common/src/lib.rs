@@ -1,0 +1,364 @@
+//! Every type that crosses the kernel/user boundary, defined once.
+//!
+//! The eBPF programs (tracer-ebpf) write these into maps and the ring buffer; the collector
+//! (tracer) reads them. All types are `#[repr(C)]` plain old data with explicit padding so both
+//! sides agree on the layout byte for byte. Enumerations are carried as integers (`u8`/`u16`/`u32`)
+//! because the kernel side may write any value; userspace validates them when decoding.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Bytes captured for a descriptor's name: the path of an opened file, a memfd's name, or the
+/// peer address returned by accept(). Longer paths are truncated (the record says so).
+pub const NAME_MAX: usize = 256;
+
+/// Bytes of socket address captured by connect() and bind().
+pub const SOCKADDR_MAX: usize = 128;
+
+/// Sizes of the user-stack copies attached to acquisitions. The kernel copies the smallest class
+/// that holds the stack from the syscall's stack pointer up to the end of its mapping, capped by
+/// [`Config::stack_max`]. Each class is a distinct constant because ring-buffer reservations must
+/// have a size known to the verifier.
+pub const STACK_CLASSES: [usize; 6] = [1024, 2048, 4096, 8192, 16384, 32768];
+
+/// The largest stack copy the kernel side can attach to one acquisition.
+pub const STACK_MAX: usize = 32768;
+
+/// Maximum number of traced processes tracked at once.
+pub const MAX_PROCS: u32 = 16384;
+
+/// Identifies the syscall (or pseudo-syscall) that acquired a descriptor.
+///
+/// Kernel syscall numbers differ per architecture; userspace fills the `SYSCALLS` map that
+/// translates them into these stable identifiers.
+pub mod syscall {
+    pub const OPEN: u16 = 1;
+    pub const OPENAT: u16 = 2;
+    pub const OPENAT2: u16 = 3;
+    pub const CREAT: u16 = 4;
+    pub const SOCKET: u16 = 5;
+    pub const SOCKETPAIR: u16 = 6;
+    pub const ACCEPT: u16 = 7;
+    pub const ACCEPT4: u16 = 8;
+    pub const PIPE: u16 = 9;
+    pub const PIPE2: u16 = 10;
+    pub const DUP: u16 = 11;
+    pub const DUP2: u16 = 12;
+    pub const DUP3: u16 = 13;
+    pub const FCNTL: u16 = 14;
+    pub const EVENTFD: u16 = 15;
+    pub const EVENTFD2: u16 = 16;
+    pub const EPOLL_CREATE: u16 = 17;
+    pub const EPOLL_CREATE1: u16 = 18;
+    pub const TIMERFD_CREATE: u16 = 19;
+    pub const SIGNALFD: u16 = 20;
+    pub const SIGNALFD4: u16 = 21;
+    pub const INOTIFY_INIT: u16 = 22;
+    pub const INOTIFY_INIT1: u16 = 23;
+    pub const MEMFD_CREATE: u16 = 24;
+    pub const PIDFD_OPEN: u16 = 25;
+    /// Not an acquisition: records the peer address of a tracked socket.
+    pub const CONNECT: u16 = 40;
+    /// Not an acquisition: records the local address of a tracked socket.
+    pub const BIND: u16 = 41;
+    /// Not an acquisition: remembers the descriptor table size before an exec.
+    pub const EXECVE: u16 = 42;
+    /// Not an acquisition: remembers the descriptor table size before an exec.
+    pub const EXECVEAT: u16 = 43;
+    /// Size of the identifier space (array bound for per-syscall tables).
+    pub const COUNT: usize = 64;
+}
+
+/// `fcntl` commands that duplicate a descriptor (ABI constants shared by all architectures).
+pub const F_DUPFD: u64 = 0;
+/// `fcntl(F_DUPFD_CLOEXEC)`.
+pub const F_DUPFD_CLOEXEC: u64 = 1030;
+/// `close_range` flag: mark close-on-exec instead of closing.
+pub const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+/// `close_range` flag: unshare the descriptor table first.
+pub const CLOSE_RANGE_UNSHARE: u64 = 1 << 1;
+
+/// Kinds of ring-buffer records ([`EventHeader::kind`]).
+pub mod event {
+    /// [`super::AcquireEvent`] followed by the stack copy.
+    pub const ACQUIRE: u32 = 1;
+    /// [`super::ReleaseEvent`].
+    pub const RELEASE: u32 = 2;
+    /// [`super::SockAddrEvent`].
+    pub const SOCKADDR: u32 = 3;
+    /// [`super::ForkEvent`].
+    pub const FORK: u32 = 4;
+    /// [`super::ExecEvent`].
+    pub const EXEC: u32 = 5;
+    /// [`super::ExitEvent`].
+    pub const EXIT: u32 = 6;
+}
+
+/// How a descriptor was released ([`ReleaseEvent::how`]).
+pub mod release {
+    /// close().
+    pub const CLOSE: u32 = 1;
+    /// close_range().
+    pub const CLOSE_RANGE: u32 = 2;
+    /// Implicitly closed because dup2()/dup3() reused its number.
+    pub const DUP2: u32 = 3;
+    /// Closed by a successful execve() because it was close-on-exec.
+    pub const EXEC: u32 = 4;
+    /// Found replaced by a new descriptor with the same number: the release itself was not seen.
+    pub const REPLACED: u32 = 5;
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Descriptors acquired by traced processes (accounted in the kernel map).
+    pub const ACQUIRED: u32 = 0;
+    /// Descriptors released by traced processes.
+    pub const RELEASED: u32 = 1;
+    /// Ring-buffer records dropped because the ring was full.
+    pub const EVENTS_LOST: u32 = 2;
+    /// Acquisitions not accounted because the descriptor map was full.
+    pub const FD_MAP_FULL: u32 = 3;
+    /// Acquisitions whose user stack could not be read.
+    pub const STACK_UNREADABLE: u32 = 4;
+    /// Syscalls whose arguments could not be remembered (in-flight map full).
+    pub const INFLIGHT_LOST: u32 = 5;
+    /// Traced processes not registered because the process map was full.
+    pub const PROC_MAP_FULL: u32 = 6;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+}
+
+/// Flags of [`ProcState::flags`].
+pub mod proc_flag {
+    /// Account this process's descriptors.
+    pub const TRACE_SELF: u32 = 1;
+    /// Register children forked by this process (they get `TRACE_SELF | TRACE_CHILDREN`).
+    pub const TRACE_CHILDREN: u32 = 2;
+}
+
+/// Flags of [`FdEntry::flags`].
+pub mod fd_flag {
+    /// Copied into a child at fork: the child holds it but did not acquire it.
+    pub const INHERITED: u16 = 1;
+}
+
+/// Key of the `OPEN_FDS` map: one open descriptor of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FdKey {
+    /// Process (thread-group) id.
+    pub tgid: u32,
+    /// Descriptor number.
+    pub fd: u32,
+}
+
+/// Value of the `OPEN_FDS` map: what the kernel knows about an outstanding descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FdEntry {
+    /// Acquisition id, unique per acquiring syscall; also the reference to its stack record.
+    pub seq: u64,
+    /// CLOCK_MONOTONIC time of the acquisition, in nanoseconds.
+    pub ts_ns: u64,
+    /// Thread that acquired it.
+    pub tid: u32,
+    /// Process that acquired it (differs from the key's tgid for descriptors inherited at fork).
+    pub origin_tgid: u32,
+    /// [`syscall`] identifier of the acquisition.
+    pub syscall: u16,
+    /// [`fd_flag`] bits.
+    pub flags: u16,
+    pub _pad: u32,
+}
+
+/// Value of the `TRACED` map: the in-kernel filter of traced processes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProcState {
+    /// Process that forked this one (0 for the roots registered by userspace).
+    pub parent_tgid: u32,
+    /// [`proc_flag`] bits.
+    pub flags: u32,
+}
+
+/// Value of the `INFLIGHT` map: a traced syscall's arguments kept from entry to exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Inflight {
+    /// The first four syscall arguments.
+    pub args: [u64; 4],
+    /// Syscall-specific extra fact taken at entry (exec: descriptor-table size).
+    pub aux: u64,
+    /// [`syscall`] identifier.
+    pub syscall: u16,
+    pub _pad: [u16; 3],
+}
+
+/// User-mode registers at the syscall, the unwinder's starting point.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct UserRegs {
+    /// Instruction pointer (return address into the syscall wrapper).
+    pub ip: u64,
+    /// Stack pointer; the stack copy starts here.
+    pub sp: u64,
+    /// Frame pointer.
+    pub bp: u64,
+}
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct EventHeader {
+    /// [`event`] kind.
+    pub kind: u32,
+    /// Process the record is about.
+    pub tgid: u32,
+    /// CLOCK_MONOTONIC time in nanoseconds.
+    pub ts_ns: u64,
+}
+
+/// A successful acquisition of one descriptor (or a pair), followed in the same ring record by
+/// `stack_len` bytes of user stack starting at `regs.sp`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AcquireEvent {
+    pub header: EventHeader,
+    /// Acquisition id (see [`FdEntry::seq`]).
+    pub seq: u64,
+    /// Acquisition id of the descriptor this one derives from (dup source, accept listener), or 0.
+    pub src_seq: u64,
+    /// Syscall-specific detail: packed socket (domain | type << 16 | protocol << 32), open flags,
+    /// or the source descriptor of dup/accept.
+    pub arg: u64,
+    /// Inode numbers of `fd` and `fd2` (0 if unknown).
+    pub ino: [u64; 2],
+    /// User registers at the syscall.
+    pub regs: UserRegs,
+    /// Acquiring thread.
+    pub tid: u32,
+    /// The new descriptor.
+    pub fd: i32,
+    /// The second descriptor of pipe()/socketpair(), -1 otherwise.
+    pub fd2: i32,
+    /// [`syscall`] identifier.
+    pub syscall: u16,
+    /// `i_mode` of `fd`'s inode (file type bits), 0 if unknown.
+    pub i_mode: u16,
+    /// Bytes of `name` in use; larger than [`NAME_MAX`] means truncated.
+    pub name_len: u32,
+    /// Bytes of stack copy following this record.
+    pub stack_len: u32,
+    /// Path (open*, creat), name (memfd_create) or peer sockaddr (accept*).
+    pub name: [u8; NAME_MAX],
+}
+
+/// A descriptor released by a traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ReleaseEvent {
+    pub header: EventHeader,
+    /// Acquisition id of the released descriptor.
+    pub seq: u64,
+    /// The descriptor number.
+    pub fd: i32,
+    /// [`release`] reason.
+    pub how: u32,
+}
+
+/// An address given to connect() or bind() on a tracked socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SockAddrEvent {
+    pub header: EventHeader,
+    /// Acquisition id of the socket.
+    pub seq: u64,
+    /// The socket descriptor.
+    pub fd: i32,
+    /// [`syscall::CONNECT`] or [`syscall::BIND`].
+    pub syscall: u32,
+    /// Bytes of `addr` in use.
+    pub len: u32,
+    pub _pad: u32,
+    /// The raw `struct sockaddr`.
+    pub addr: [u8; SOCKADDR_MAX],
+}
+
+/// A traced process forked a new process (not a thread); `header.tgid` is the child.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    /// The forking process.
+    pub parent_tgid: u32,
+    /// Descriptors copied into the child's accounting.
+    pub inherited: u32,
+}
+
+/// A traced process completed execve().
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Close-on-exec descriptors released by this exec.
+    pub released: u32,
+    pub _pad: u32,
+    /// Path of the new program, as the kernel resolved it.
+    pub filename: [u8; NAME_MAX],
+}
+
+/// The last thread of a traced process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// Wait status, as waitpid() would report it.
+    pub status: u32,
+    pub _pad: u32,
+}
+
+/// Offsets of kernel structure fields, resolved by userspace from the running kernel's BTF
+/// (hand-made CO-RE: the eBPF programs read kernel memory at these offsets).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub task_signal: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_exit_code: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub fdt_open_fds: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_mode: u32,
+    pub signal_live: u32,
+    pub vma_start: u32,
+    pub vma_end: u32,
+    /// Offsets of ip, sp and bp in the user `struct pt_regs`.
+    pub regs_ip: u32,
+    pub regs_sp: u32,
+    pub regs_bp: u32,
+}
+
+/// Read-only configuration written into the eBPF object before it is loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    /// Largest stack copy per acquisition, in bytes (0 disables stacks).
+    pub stack_max: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all these types are repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for FdKey {}
+    unsafe impl aya::Pod for FdEntry {}
+    unsafe impl aya::Pod for ProcState {}
+    unsafe impl aya::Pod for Config {}
+}

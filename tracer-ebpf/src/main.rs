@@ -1,0 +1,1017 @@
+//! tracer's kernel side: records who acquired and released which descriptor, when, with which
+//! user stack. No policy lives here.
+//!
+//! * `fd_enter` / `fd_exit` (attached to the sys_enter_* / sys_exit_* tracepoints of every syscall
+//!   that creates a descriptor): remember the arguments at entry, account the new descriptor in
+//!   `OPEN_FDS` at successful exit and send an [`AcquireEvent`] with a copy of the user stack.
+//! * `fd_close` / `fd_close_range`: release at syscall entry, while the number cannot be reused.
+//! * `proc_fork` / `proc_exec` / `proc_exit`: follow the traced tree, copy inherited descriptors,
+//!   release close-on-exec descriptors, report exits.
+//!
+//! Only processes in `TRACED` are accounted; everything else returns after one map lookup.
+#![no_std]
+#![no_main]
+// Atomic read-modify-write is not exposed by core on the BPF target; the intrinsic lowers to the
+// BPF atomic add instruction.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+    ptr::{addr_of, addr_of_mut, read_volatile},
+};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::{
+            bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_task_pt_regs,
+        },
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
+    ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, Inflight, KernelOffsets,
+    MAX_PROCS, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent,
+    UserRegs, counter, event, fd_flag, proc_flag, release, syscall,
+};
+
+/// Written by userspace before load (kernel offsets, stack size).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    offsets: KernelOffsets {
+        task_files: 0,
+        task_signal: 0,
+        task_tgid: 0,
+        task_pid: 0,
+        task_exit_code: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        fdt_open_fds: 0,
+        file_inode: 0,
+        inode_ino: 0,
+        inode_mode: 0,
+        signal_live: 0,
+        vma_start: 0,
+        vma_end: 0,
+        regs_ip: 0,
+        regs_sp: 0,
+        regs_bp: 0,
+    },
+    stack_max: 0,
+    _pad: 0,
+};
+
+/// The traced processes (the in-kernel filter).
+#[map]
+static TRACED: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Outstanding descriptors of traced processes: the accounting itself. Sized by userspace.
+#[map]
+static OPEN_FDS: HashMap<FdKey, FdEntry> = HashMap::with_max_entries(1, 0);
+
+/// Arguments of traced syscalls between entry and exit, by thread id.
+#[map]
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+/// Kernel syscall number -> [`syscall`] identifier (0: not traced). Filled by userspace.
+#[map]
+static SYSCALLS: Array<u16> = Array::with_max_entries(1024, 0);
+
+/// Per-thread cache of the stack mapping (start, end) holding the last seen stack pointer.
+#[map]
+static STACK_VMA: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU event and drop counters ([`counter`]).
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-CPU acquisition sequence; seq = (count << 12) | cpu.
+#[map]
+static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Records for userspace. Sized by userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+const EINPROGRESS: i64 = 115;
+const S_IFMT: u16 = 0o170000;
+
+/// Reads a field of CONFIG. The volatile read stops the compiler from folding the build-time zeros
+/// that userspace replaces before load.
+#[inline(always)]
+fn config_u32(field: *const u32) -> u64 {
+    // SAFETY: `field` points into the CONFIG global.
+    unsafe { read_volatile(field) as u64 }
+}
+
+macro_rules! off {
+    ($field:ident) => {
+        config_u32(addr_of!(CONFIG.offsets.$field))
+    };
+}
+
+#[inline(always)]
+fn bump(index: u32, by: u64) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer is a valid per-CPU map value (the add is atomic anyway).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(ptr, by) };
+    }
+}
+
+#[inline(always)]
+fn next_seq() -> u64 {
+    let Some(ptr) = SEQ.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: valid per-CPU map value. Tracepoint programs run with preemption disabled, so a
+    // plain per-CPU increment cannot interleave with another on the same CPU.
+    let n = unsafe {
+        *ptr += 1;
+        *ptr
+    };
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    (n << 12) | (cpu & 0xfff)
+}
+
+/// Reads a `T` from kernel memory at `base + off`.
+#[inline(always)]
+fn kread<T: Default>(base: u64, off: u64) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    let mut v = T::default();
+    // SAFETY: bpf_probe_read_kernel validates the source address.
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            addr_of_mut!(v).cast(),
+            size_of::<T>() as u32,
+            (base + off) as *const c_void,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The descriptor table (`struct fdtable *`) of a task.
+#[inline(always)]
+fn task_fdt(task: u64) -> Option<u64> {
+    let files: u64 = kread(task, off!(task_files))?;
+    kread(files, off!(files_fdt))
+}
+
+#[inline(always)]
+fn current_fdt() -> Option<u64> {
+    // SAFETY: helper without preconditions.
+    task_fdt(unsafe { bpf_get_current_task() })
+}
+
+/// Word `fd / 64` of the table's open-descriptor bitmap.
+#[inline(always)]
+fn open_word(fdt: u64, fd: u32) -> u64 {
+    let bits: u64 = kread(fdt, off!(fdt_open_fds)).unwrap_or(0);
+    kread(bits, (fd as u64 / 64) * 8).unwrap_or(0)
+}
+
+/// Inode number and mode of the file behind `fd`.
+#[inline(always)]
+fn fd_inode(fdt: u64, fd: i32) -> (u64, u16) {
+    if fd < 0 {
+        return (0, 0);
+    }
+    let inode = kread::<u64>(fdt, off!(fdt_fd))
+        .and_then(|arr| kread::<u64>(arr, fd as u64 * 8))
+        .and_then(|file| kread::<u64>(file, off!(file_inode)));
+    match inode {
+        Some(inode) => (
+            kread(inode, off!(inode_ino)).unwrap_or(0),
+            kread::<u16>(inode, off!(inode_mode)).unwrap_or(0) & S_IFMT,
+        ),
+        None => (0, 0),
+    }
+}
+
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    // Waking the consumer costs an IPI per record; wake only once the ring is an eighth full.
+    // Userspace also polls on a short timer.
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if avail > size / 8 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn header(kind: u32, tgid: u32) -> EventHeader {
+    EventHeader {
+        kind,
+        tgid,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+/// Sends a [`ReleaseEvent`].
+#[inline(never)]
+fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
+    bump(counter::RELEASED, 1);
+    match EVENTS.reserve::<ReleaseEvent>(0) {
+        Some(mut rec) => {
+            rec.write(ReleaseEvent {
+                header: header(event::RELEASE, tgid),
+                seq,
+                fd: fd as i32,
+                how,
+            });
+            rec.submit(wakeup_flags());
+        }
+        None => bump(counter::EVENTS_LOST, 1),
+    }
+}
+
+/// Removes `(tgid, fd)` from the accounting if tracked, reporting how it was released.
+#[inline(never)]
+fn release_fd(tgid: u32, fd: u32, how: u32) {
+    let key = FdKey { tgid, fd };
+    let Some(seq) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { (*e).seq }) else {
+        return;
+    };
+    // Only the thread whose delete succeeds reports it (two threads may race to close).
+    if OPEN_FDS.remove(&key).is_ok() {
+        emit_release(tgid, fd, seq, how);
+    }
+}
+
+/// Accounts a new descriptor. A stale entry with the same number means its release was not seen
+/// (or, for dup2/dup3, that the target was implicitly closed): report that release first.
+#[inline(always)]
+fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
+    if fd < 0 {
+        return;
+    }
+    let key = FdKey {
+        tgid,
+        fd: fd as u32,
+    };
+    if OPEN_FDS.insert(&key, entry, BPF_NOEXIST as u64).is_ok() {
+        bump(counter::ACQUIRED, 1);
+        return;
+    }
+    if let Some(old) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { (*e).seq }) {
+        emit_release(tgid, fd as u32, old, replaced_how);
+    }
+    if OPEN_FDS.insert(&key, entry, 0).is_ok() {
+        bump(counter::ACQUIRED, 1);
+    } else {
+        bump(counter::FD_MAP_FULL, 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscall entry: remember the arguments of traced acquisitions.
+
+/// Reads argument `i` of a syscall tracepoint record (arguments start at byte 16).
+#[inline(always)]
+fn tp_arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: syscall tracepoint records hold 6 u64 arguments from offset 16; the verifier
+    // checks ctx accesses against the record size.
+    unsafe { *(ctx.as_ptr() as *const u64).add(2 + i) }
+}
+
+#[inline(always)]
+fn tp_nr(ctx: &TracePointContext) -> i32 {
+    // SAFETY: `__syscall_nr` is at offset 8 of every syscall tracepoint record.
+    unsafe { *(ctx.as_ptr() as *const i32).add(2) }
+}
+
+#[tracepoint]
+pub fn fd_enter(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: read-only use of a map value.
+    let Some(state) = (unsafe { TRACED.get(&tgid) }) else {
+        return 0;
+    };
+    if state.flags & proc_flag::TRACE_SELF == 0 {
+        return 0;
+    }
+    let nr = tp_nr(&ctx);
+    if nr < 0 {
+        return 0;
+    }
+    let id = match SYSCALLS.get(nr as u32) {
+        Some(&id) if id != 0 => id,
+        _ => return 0,
+    };
+    // One copy of four arguments. Not a direct context load: the kernel refuses to attach a
+    // program whose direct reads reach past the record of a syscall with fewer arguments.
+    let args: [u64; 4] = kread(ctx.as_ptr() as u64, 16).unwrap_or([0; 4]);
+    let mut aux = 0;
+    match id {
+        syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => return 0,
+        syscall::SIGNALFD | syscall::SIGNALFD4 if args[0] as i32 != -1 => return 0,
+        syscall::EXECVE | syscall::EXECVEAT => {
+            aux = current_fdt()
+                .and_then(|fdt| kread::<u32>(fdt, off!(fdt_max_fds)))
+                .unwrap_or(0) as u64;
+        }
+        _ => {}
+    }
+    let inflight = Inflight {
+        args,
+        aux,
+        syscall: id,
+        _pad: [0; 3],
+    };
+    if INFLIGHT.insert(&(pid_tgid as u32), &inflight, 0).is_err() {
+        bump(counter::INFLIGHT_LOST, 1);
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscall exit: account what was acquired.
+
+#[tracepoint]
+pub fn fd_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(ptr) = INFLIGHT.get_ptr(&tid) else {
+        return 0;
+    };
+    // SAFETY: copy out of a valid map value before deleting it.
+    let inflight = unsafe { *ptr };
+    let _ = INFLIGHT.remove(&tid);
+    let ret = tp_arg(&ctx, 0) as i64;
+    let tgid = (pid_tgid >> 32) as u32;
+    match inflight.syscall {
+        syscall::EXECVE | syscall::EXECVEAT => {}
+        syscall::CONNECT | syscall::BIND => {
+            if ret == 0 || ret == -EINPROGRESS {
+                sockaddr(tgid, &inflight);
+            }
+        }
+        _ if ret >= 0 => acquire(tgid, tid, &inflight, ret),
+        _ => {}
+    }
+    0
+}
+
+/// Reads the two descriptors a pipe()/socketpair() wrote to user memory.
+#[inline(always)]
+fn user_fd_pair(ptr: u64) -> (i32, i32) {
+    let mut fds = [-1i32; 2];
+    // SAFETY: bpf_probe_read_user validates the user address.
+    let r = unsafe { bpf_probe_read_user(fds.as_mut_ptr().cast(), 8, ptr as *const c_void) };
+    if r == 0 { (fds[0], fds[1]) } else { (-1, -1) }
+}
+
+#[inline(always)]
+fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64) {
+    let a = &inflight.args;
+    let sys = inflight.syscall;
+    let (fd, fd2) = match sys {
+        syscall::PIPE | syscall::PIPE2 => user_fd_pair(a[0]),
+        syscall::SOCKETPAIR => user_fd_pair(a[3]),
+        _ => (ret as i32, -1),
+    };
+    if fd < 0 {
+        return;
+    }
+    // dup2(fd, fd) and dup3 are no-ops on the same number.
+    if (sys == syscall::DUP2 || sys == syscall::DUP3) && a[0] as i32 == a[1] as i32 {
+        return;
+    }
+    let src_fd = match sys {
+        syscall::DUP
+        | syscall::DUP2
+        | syscall::DUP3
+        | syscall::FCNTL
+        | syscall::ACCEPT
+        | syscall::ACCEPT4 => a[0] as i32,
+        _ => -1,
+    };
+    let src_seq = if src_fd >= 0 {
+        OPEN_FDS
+            .get_ptr(&FdKey {
+                tgid,
+                fd: src_fd as u32,
+            })
+            .map(|e| unsafe { (*e).seq })
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let seq = next_seq();
+    // SAFETY: helper without preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let entry = FdEntry {
+        seq,
+        ts_ns,
+        tid,
+        origin_tgid: tgid,
+        syscall: sys,
+        flags: 0,
+        _pad: 0,
+    };
+    let replaced = if sys == syscall::DUP2 || sys == syscall::DUP3 {
+        release::DUP2
+    } else {
+        release::REPLACED
+    };
+    account_fd(tgid, fd, &entry, replaced);
+    account_fd(tgid, fd2, &entry, replaced);
+
+    let arg = match sys {
+        syscall::SOCKET | syscall::SOCKETPAIR => {
+            (a[0] & 0xffff) | ((a[1] & 0xffff) << 16) | ((a[2] & 0xffff_ffff) << 32)
+        }
+        syscall::OPEN | syscall::CREAT => a[1],
+        syscall::OPENAT | syscall::OPENAT2 => a[2],
+        _ if src_fd >= 0 => src_fd as u64,
+        _ => 0,
+    };
+    let fdt = current_fdt().unwrap_or(0);
+    let (ino, i_mode) = fd_inode(fdt, fd);
+    let (ino2, _) = fd_inode(fdt, fd2);
+    let acq = Acquisition {
+        tgid,
+        tid,
+        fd,
+        fd2,
+        sys,
+        seq,
+        src_seq,
+        arg,
+        ino: [ino, ino2],
+        i_mode,
+        ts_ns,
+        name_src: match sys {
+            syscall::OPEN | syscall::CREAT | syscall::MEMFD_CREATE => {
+                NameSrc::new(NAME_STR, a[0], 0)
+            }
+            syscall::OPENAT | syscall::OPENAT2 => NameSrc::new(NAME_STR, a[1], 0),
+            syscall::ACCEPT | syscall::ACCEPT4 if a[1] != 0 && a[2] != 0 => {
+                NameSrc::new(NAME_SOCKADDR, a[1], a[2])
+            }
+            _ => NameSrc::new(NAME_NONE, 0, 0),
+        },
+    };
+    send_acquire(&acq);
+}
+
+/// Where the acquisition's name comes from. A plain struct rather than an enum with payloads:
+/// copying an enum copies uninitialized payload registers, which the verifier rejects.
+#[derive(Clone, Copy)]
+struct NameSrc {
+    kind: u32,
+    /// User pointer to a NUL-terminated string or to a sockaddr.
+    ptr: u64,
+    /// User pointer to the sockaddr's length.
+    len_ptr: u64,
+}
+
+const NAME_NONE: u32 = 0;
+const NAME_STR: u32 = 1;
+const NAME_SOCKADDR: u32 = 2;
+
+impl NameSrc {
+    const fn new(kind: u32, ptr: u64, len_ptr: u64) -> Self {
+        Self { kind, ptr, len_ptr }
+    }
+}
+
+/// Everything an [`AcquireEvent`] says, gathered before the ring record is reserved.
+struct Acquisition {
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    fd2: i32,
+    sys: u16,
+    i_mode: u16,
+    seq: u64,
+    src_seq: u64,
+    arg: u64,
+    ino: [u64; 2],
+    ts_ns: u64,
+    name_src: NameSrc,
+}
+
+#[repr(C)]
+struct VmaRange {
+    start: u64,
+    end: u64,
+}
+
+/// bpf_find_vma callback: remembers the mapping's bounds.
+#[inline(never)]
+extern "C" fn vma_bounds(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    let range = ctx as *mut VmaRange;
+    let vma = vma as u64;
+    // SAFETY: ctx points to the caller's VmaRange on its stack.
+    unsafe {
+        (*range).start = kread(vma, off!(vma_start)).unwrap_or(0);
+        (*range).end = kread(vma, off!(vma_end)).unwrap_or(0);
+    }
+    0
+}
+
+/// Bytes of stack from `sp` to the end of its mapping (0 if unknown).
+#[inline(always)]
+fn stack_extent(task: *mut c_void, tid: u32, sp: u64) -> u64 {
+    if let Some(&[start, end]) = unsafe { STACK_VMA.get(&tid) } {
+        if sp >= start && sp < end {
+            return end - sp;
+        }
+    }
+    let mut range = VmaRange { start: 0, end: 0 };
+    // SAFETY: task is the current task's BTF pointer; the callback only writes `range`.
+    let r = unsafe {
+        bpf_find_vma(
+            task.cast(),
+            sp,
+            vma_bounds as *mut c_void,
+            addr_of_mut!(range).cast(),
+            0,
+        )
+    };
+    if r != 0 || range.end <= sp || range.start > sp {
+        return 0;
+    }
+    let _ = STACK_VMA.insert(&tid, &[range.start, range.end], 0);
+    range.end - sp
+}
+
+#[inline(always)]
+fn send_acquire(acq: &Acquisition) {
+    // SAFETY: helpers returning the current task's BTF pointer and its user registers.
+    let task = unsafe { bpf_get_current_task_btf() } as *mut c_void;
+    let regs_ptr = unsafe { bpf_task_pt_regs(task.cast()) } as u64;
+    let regs = UserRegs {
+        ip: kread(regs_ptr, off!(regs_ip)).unwrap_or(0),
+        sp: kread(regs_ptr, off!(regs_sp)).unwrap_or(0),
+        bp: kread(regs_ptr, off!(regs_bp)).unwrap_or(0),
+    };
+    let stack_max = config_u32(addr_of!(CONFIG.stack_max));
+    let mut want = if stack_max == 0 || regs.sp == 0 {
+        0
+    } else {
+        match stack_extent(task, acq.tid, regs.sp) {
+            // Unknown extent: a small copy still usually covers the innermost frames.
+            0 => STACK_CLASSES[1] as u64,
+            n => n,
+        }
+    };
+    if want > stack_max {
+        want = stack_max;
+    }
+    if want == 0 {
+        emit_acquire::<0>(acq, &regs, 0);
+    } else if want <= STACK_CLASSES[0] as u64 {
+        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want);
+    } else if want <= STACK_CLASSES[1] as u64 {
+        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want);
+    } else if want <= STACK_CLASSES[2] as u64 {
+        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want);
+    } else if want <= STACK_CLASSES[3] as u64 {
+        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want);
+    } else if want <= STACK_CLASSES[4] as u64 {
+        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want);
+    } else {
+        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want);
+    }
+}
+
+/// Reserves an [`AcquireEvent`] with room for `N` stack bytes, fills it and submits it.
+#[inline(never)]
+fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64) {
+    const HDR: usize = size_of::<AcquireEvent>();
+    let Some(mut rec) = EVENTS.reserve_bytes(HDR + N, 0) else {
+        bump(counter::EVENTS_LOST, 1);
+        return;
+    };
+    let base = rec.as_mut_ptr();
+    let ev = base as *mut AcquireEvent;
+    // SAFETY: the record holds HDR + N bytes; every write below stays inside it.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: event::ACQUIRE,
+            tgid: acq.tgid,
+            ts_ns: acq.ts_ns,
+        };
+        (*ev).seq = acq.seq;
+        (*ev).src_seq = acq.src_seq;
+        (*ev).arg = acq.arg;
+        (*ev).ino = acq.ino;
+        (*ev).regs = *regs;
+        (*ev).tid = acq.tid;
+        (*ev).fd = acq.fd;
+        (*ev).fd2 = acq.fd2;
+        (*ev).syscall = acq.sys;
+        (*ev).i_mode = acq.i_mode;
+        (*ev).name_len = read_name(addr_of_mut!((*ev).name).cast(), acq.name_src);
+
+        let mut len = want as usize;
+        if len > N {
+            len = N;
+        }
+        (*ev).stack_len = 0;
+        if len > 0 {
+            let r = bpf_probe_read_user(base.add(HDR).cast(), len as u32, regs.sp as *const c_void);
+            if r == 0 {
+                (*ev).stack_len = len as u32;
+            } else {
+                bump(counter::STACK_UNREADABLE, 1);
+            }
+        }
+    }
+    rec.submit(wakeup_flags());
+}
+
+/// Fills `dst` (NAME_MAX bytes) from the acquisition's name source; returns the bytes used.
+#[inline(always)]
+unsafe fn read_name(dst: *mut u8, src: NameSrc) -> u32 {
+    if src.kind == NAME_STR {
+        // SAFETY: dst has NAME_MAX bytes; the helper validates the user pointer.
+        let n = unsafe {
+            bpf_probe_read_user_str(dst.cast(), NAME_MAX as u32, src.ptr as *const c_void)
+        };
+        return if n > 0 { (n - 1) as u32 } else { 0 };
+    }
+    if src.kind != NAME_SOCKADDR {
+        return 0;
+    }
+    let mut len: u32 = 0;
+    // SAFETY: the helpers validate user pointers; the length is clamped to NAME_MAX.
+    unsafe {
+        if bpf_probe_read_user(addr_of_mut!(len).cast(), 4, src.len_ptr as *const c_void) != 0 {
+            return 0;
+        }
+        if len > NAME_MAX as u32 {
+            len = NAME_MAX as u32;
+        }
+        if bpf_probe_read_user(dst.cast(), len, src.ptr as *const c_void) != 0 {
+            return 0;
+        }
+    }
+    len
+}
+
+/// Records the address a tracked socket connected or bound to.
+#[inline(always)]
+fn sockaddr(tgid: u32, inflight: &Inflight) {
+    let fd = inflight.args[0] as i32;
+    if fd < 0 {
+        return;
+    }
+    let Some(seq) = OPEN_FDS
+        .get_ptr(&FdKey {
+            tgid,
+            fd: fd as u32,
+        })
+        .map(|e| unsafe { (*e).seq })
+    else {
+        return;
+    };
+    let Some(mut rec) = EVENTS.reserve::<SockAddrEvent>(0) else {
+        bump(counter::EVENTS_LOST, 1);
+        return;
+    };
+    let ev = rec.as_mut_ptr();
+    let mut len = inflight.args[2] as u32;
+    if len > SOCKADDR_MAX as u32 {
+        len = SOCKADDR_MAX as u32;
+    }
+    // SAFETY: writes stay inside the reserved record; the helper validates the user pointer.
+    unsafe {
+        (*ev).header = header(event::SOCKADDR, tgid);
+        (*ev).seq = seq;
+        (*ev).fd = fd;
+        (*ev).syscall = inflight.syscall as u32;
+        (*ev)._pad = 0;
+        let r = bpf_probe_read_user(
+            addr_of_mut!((*ev).addr).cast(),
+            len,
+            inflight.args[1] as *const c_void,
+        );
+        (*ev).len = if r == 0 { len } else { 0 };
+    }
+    rec.submit(wakeup_flags());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Releases.
+
+#[tracepoint]
+pub fn fd_close(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let fd = tp_arg(&ctx, 0) as i32;
+    if fd >= 0 {
+        release_fd(tgid, fd as u32, release::CLOSE);
+    }
+    0
+}
+
+/// State of a loop over a range of descriptor numbers.
+#[repr(C)]
+struct FdLoop {
+    tgid: u32,
+    /// Second process (fork: the child).
+    other: u32,
+    first: u32,
+    last: u32,
+    fdt: u64,
+    /// Cached bitmap word and the index it was read for (u32::MAX: none yet).
+    word: u64,
+    word_index: u32,
+    /// Descriptors handled.
+    count: u32,
+}
+
+impl FdLoop {
+    #[inline(always)]
+    fn is_open(&mut self, fd: u32) -> bool {
+        let index = fd / 64;
+        if index != self.word_index {
+            self.word = open_word(self.fdt, fd);
+            self.word_index = index;
+        }
+        self.word & (1u64 << (fd % 64)) != 0
+    }
+}
+
+/// bpf_loop callback of close_range(): releases tracked open descriptors in the range.
+#[inline(never)]
+extern "C" fn close_range_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's FdLoop.
+    let l = unsafe { &mut *(ctx as *mut FdLoop) };
+    let fd = l.first + i as u32;
+    if fd > l.last {
+        return 1;
+    }
+    if l.is_open(fd) {
+        release_fd(l.tgid, fd, release::CLOSE_RANGE);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn fd_close_range(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: read-only use of a map value.
+    if unsafe { TRACED.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let first = tp_arg(&ctx, 0) as u32;
+    let last = tp_arg(&ctx, 1) as u32;
+    let flags = tp_arg(&ctx, 2);
+    // Invalid calls fail without closing anything; CLOEXEC only marks (exec releases them).
+    if flags & !(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE) != 0
+        || first > last
+        || flags & CLOSE_RANGE_CLOEXEC != 0
+    {
+        return 0;
+    }
+    let Some(fdt) = current_fdt() else { return 0 };
+    let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
+    if max_fds == 0 || first >= max_fds {
+        return 0;
+    }
+    let last = if last >= max_fds { max_fds - 1 } else { last };
+    let mut l = FdLoop {
+        tgid,
+        other: 0,
+        first,
+        last,
+        fdt,
+        word: 0,
+        word_index: u32::MAX,
+        count: 0,
+    };
+    // SAFETY: the callback only touches `l` and maps.
+    unsafe {
+        bpf_loop(
+            last - first + 1,
+            close_range_step as *mut c_void,
+            addr_of_mut!(l).cast(),
+            0,
+        )
+    };
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process lifecycle.
+
+/// bpf_loop callback of fork: copies the parent's entry for each descriptor open in the child.
+#[inline(never)]
+extern "C" fn fork_step(fd: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's FdLoop.
+    let l = unsafe { &mut *(ctx as *mut FdLoop) };
+    let fd = fd as u32;
+    if !l.is_open(fd) {
+        return 0;
+    }
+    let Some(ptr) = OPEN_FDS.get_ptr(&FdKey { tgid: l.tgid, fd }) else {
+        return 0;
+    };
+    // SAFETY: copy out of a valid map value.
+    let mut entry = unsafe { *ptr };
+    entry.flags |= fd_flag::INHERITED;
+    if OPEN_FDS
+        .insert(&FdKey { tgid: l.other, fd }, &entry, 0)
+        .is_ok()
+    {
+        l.count += 1;
+        bump(counter::ACQUIRED, 1);
+    } else {
+        bump(counter::FD_MAP_FULL, 1);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: read-only use of a map value.
+    let Some(parent) = (unsafe { TRACED.get(&parent_tgid) }).copied() else {
+        return 0;
+    };
+    if parent.flags & proc_flag::TRACE_CHILDREN == 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    let child_tgid: u32 = kread(child, off!(task_tgid)).unwrap_or(0);
+    // Threads share the parent's tgid and descriptor accounting.
+    if child_tgid == 0 || child_tgid == parent_tgid {
+        return 0;
+    }
+    let state = ProcState {
+        parent_tgid,
+        flags: proc_flag::TRACE_SELF | proc_flag::TRACE_CHILDREN,
+    };
+    if TRACED.insert(&child_tgid, &state, 0).is_err() {
+        bump(counter::PROC_MAP_FULL, 1);
+        return 0;
+    }
+    let mut l = FdLoop {
+        tgid: parent_tgid,
+        other: child_tgid,
+        first: 0,
+        last: 0,
+        fdt: task_fdt(child).unwrap_or(0),
+        word: 0,
+        word_index: u32::MAX,
+        count: 0,
+    };
+    // Only traced processes' descriptors are copied; a launcher's own are not ours.
+    if parent.flags & proc_flag::TRACE_SELF != 0 && l.fdt != 0 {
+        let max_fds: u32 = kread(l.fdt, off!(fdt_max_fds)).unwrap_or(0);
+        // SAFETY: the callback only touches `l` and maps.
+        unsafe { bpf_loop(max_fds, fork_step as *mut c_void, addr_of_mut!(l).cast(), 0) };
+    }
+    match EVENTS.reserve::<ForkEvent>(0) {
+        Some(mut rec) => {
+            rec.write(ForkEvent {
+                header: header(event::FORK, child_tgid),
+                parent_tgid,
+                inherited: l.count,
+            });
+            rec.submit(wakeup_flags());
+        }
+        None => bump(counter::EVENTS_LOST, 1),
+    }
+    0
+}
+
+/// bpf_loop callback of exec: releases tracked descriptors that exec closed.
+#[inline(never)]
+extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's FdLoop.
+    let l = unsafe { &mut *(ctx as *mut FdLoop) };
+    let fd = fd as u32;
+    let key = FdKey { tgid: l.tgid, fd };
+    if OPEN_FDS.get_ptr(&key).is_none() {
+        return 0;
+    }
+    if fd >= l.last || !l.is_open(fd) {
+        release_fd(l.tgid, fd, release::EXEC);
+        l.count += 1;
+    }
+    0
+}
+
+#[tracepoint]
+pub fn proc_exec(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: read-only use of a map value.
+    if unsafe { TRACED.get(&tgid) }.is_none() {
+        return 0;
+    }
+    // The thread that called exec (its id before exec took over the thread group).
+    // SAFETY: `old_pid` is at offset 16 of sched_process_exec records.
+    let old_tid = unsafe { *(ctx.as_ptr() as *const u32).add(4) };
+    let scan = match INFLIGHT.get_ptr(&old_tid) {
+        // SAFETY: valid map value.
+        Some(ptr) => (unsafe { (*ptr).aux }) as u32,
+        None => 0,
+    };
+    let _ = INFLIGHT.remove(&old_tid);
+    let fdt = current_fdt().unwrap_or(0);
+    let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
+    let mut l = FdLoop {
+        tgid,
+        other: 0,
+        first: 0,
+        // Descriptors at or above the new table's size are closed.
+        last: max_fds,
+        fdt,
+        word: 0,
+        word_index: u32::MAX,
+        count: 0,
+    };
+    let scan = if scan > max_fds { scan } else { max_fds };
+    // SAFETY: the callback only touches `l` and maps.
+    unsafe { bpf_loop(scan, exec_step as *mut c_void, addr_of_mut!(l).cast(), 0) };
+
+    let Some(mut rec) = EVENTS.reserve::<ExecEvent>(0) else {
+        bump(counter::EVENTS_LOST, 1);
+        return 0;
+    };
+    let ev = rec.as_mut_ptr();
+    // SAFETY: `filename` is a __data_loc at offset 8 (low 16 bits: offset in the record); writes
+    // stay inside the reserved record.
+    unsafe {
+        let loc = *(ctx.as_ptr() as *const u32).add(2);
+        (*ev).header = header(event::EXEC, tgid);
+        (*ev).released = l.count;
+        (*ev)._pad = 0;
+        let n = bpf_probe_read_kernel_str(
+            addr_of_mut!((*ev).filename).cast(),
+            NAME_MAX as u32,
+            (ctx.as_ptr() as *const u8)
+                .add((loc & 0xffff) as usize)
+                .cast(),
+        );
+        if n <= 0 {
+            (*ev).filename[0] = 0;
+        }
+    }
+    rec.submit(wakeup_flags());
+    0
+}
+
+#[tracepoint]
+pub fn proc_exit(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: read-only use of a map value.
+    if unsafe { TRACED.get(&tgid) }.is_none() {
+        return 0;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    // The group is dead once signal->live dropped to zero (it is decremented before this
+    // tracepoint); earlier threads' exits are not process exits.
+    let live: i32 = kread::<u64>(task, off!(task_signal))
+        .and_then(|signal| kread(signal, off!(signal_live)))
+        .unwrap_or(0);
+    if live != 0 {
+        return 0;
+    }
+    let status: u32 = kread(task, off!(task_exit_code)).unwrap_or(0);
+    let _ = TRACED.remove(&tgid);
+    match EVENTS.reserve::<ExitEvent>(0) {
+        Some(mut rec) => {
+            rec.write(ExitEvent {
+                header: header(event::EXIT, tgid),
+                status,
+                _pad: 0,
+            });
+            rec.submit(BPF_RB_FORCE_WAKEUP as u64);
+        }
+        None => bump(counter::EVENTS_LOST, 1),
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

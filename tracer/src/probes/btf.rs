@@ -1,0 +1,103 @@
+//! Kernel structure offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! The eBPF programs read a few kernel fields (the descriptor table, exit code, ...). Rust eBPF has
+//! no CO-RE relocations, so userspace resolves each field's offset here and writes them into the
+//! program's read-only configuration before loading.
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+/// Where the kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Resolves every offset the eBPF programs need.
+pub fn kernel_offsets() -> Result<KernelOffsets> {
+    let btf = Btf::from_file(VMLINUX_BTF)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("reading kernel BTF from {VMLINUX_BTF}"))?;
+    let off = |ty: &str, field: &str| field_offset(&btf, ty, field);
+    Ok(KernelOffsets {
+        task_files: off("task_struct", "files")?,
+        task_signal: off("task_struct", "signal")?,
+        task_tgid: off("task_struct", "tgid")?,
+        task_pid: off("task_struct", "pid")?,
+        task_exit_code: off("task_struct", "exit_code")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdt_max_fds: off("fdtable", "max_fds")?,
+        fdt_fd: off("fdtable", "fd")?,
+        fdt_open_fds: off("fdtable", "open_fds")?,
+        file_inode: off("file", "f_inode")?,
+        inode_ino: off("inode", "i_ino")?,
+        inode_mode: off("inode", "i_mode")?,
+        signal_live: off("signal_struct", "live")?,
+        vma_start: off("vm_area_struct", "vm_start")?,
+        vma_end: off("vm_area_struct", "vm_end")?,
+        regs_ip: off("pt_regs", "ip")?,
+        regs_sp: off("pt_regs", "sp")?,
+        regs_bp: off("pt_regs", "bp")?,
+    })
+}
+
+/// Byte offset of `field` in `struct ty`, looking through anonymous struct and union members.
+pub fn field_offset(btf: &Btf, ty: &str, field: &str) -> Result<u32> {
+    let types = btf
+        .resolve_types_by_name(ty)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("kernel BTF has no type `{ty}`"))?;
+    for t in types {
+        if let Type::Struct(s) = t
+            && let Some(bits) = find_member(btf, &s, field, 0, 0)?
+        {
+            if bits % 8 != 0 {
+                bail!("{ty}.{field} is a bitfield");
+            }
+            return Ok(bits / 8);
+        }
+    }
+    bail!("kernel BTF: struct {ty} has no field `{field}`")
+}
+
+fn find_member(
+    btf: &Btf,
+    s: &btf_rs::Struct,
+    field: &str,
+    base_bits: u32,
+    depth: u32,
+) -> Result<Option<u32>> {
+    for m in &s.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        let bits = base_bits + m.bit_offset();
+        if name == field {
+            return Ok(Some(bits));
+        }
+        if name.is_empty() && depth < 4 {
+            let inner = btf.resolve_chained_type(m).map_err(|e| anyhow!("{e}"))?;
+            if let Type::Struct(inner) | Type::Union(inner) = inner
+                && let Some(found) = find_member(btf, &inner, field, bits, depth + 1)?
+            {
+                return Ok(Some(found));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_offsets_on_this_kernel() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no kernel BTF");
+            return;
+        }
+        let off = kernel_offsets().expect("offsets");
+        // pt_regs is ABI on x86_64: ip at 128, sp at 152, bp at 32.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!((off.regs_ip, off.regs_sp, off.regs_bp), (128, 152, 32));
+        // vm_start/vm_end lead vm_area_struct.
+        assert_eq!((off.vma_start, off.vma_end), (0, 8));
+        assert!(off.task_files > 0 && off.fdt_open_fds > 0);
+    }
+}

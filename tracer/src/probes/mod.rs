@@ -1,0 +1,238 @@
+//! Loading, configuring and attaching the eBPF programs, and the handles userspace keeps on their
+//! maps. Everything attached here is detached when [`Probes`] is dropped (links are fd-owned, so a
+//! crash detaches too).
+pub mod btf;
+pub mod preflight;
+pub mod syscalls;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use tracer_common::{
+    Config, FdEntry, FdKey, ProcState, STACK_CLASSES, counter, proc_flag, syscall as sys,
+};
+
+/// The compiled eBPF object (built by build.rs from tracer-ebpf).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Tunables of the kernel side.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Largest user-stack copy per acquisition, bytes (0: no stacks).
+    pub stack_max: u32,
+    /// Capacity of the outstanding-descriptor map.
+    pub max_fds: u32,
+    /// Ring buffer size in bytes (power of two).
+    pub ring_bytes: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            stack_max: STACK_CLASSES[4] as u32,
+            max_fds: 262_144,
+            ring_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Kernel counters summed over CPUs ([`tracer_common::counter`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub acquired: u64,
+    pub released: u64,
+    pub events_lost: u64,
+    pub fd_map_full: u64,
+    pub stack_unreadable: u64,
+    pub inflight_lost: u64,
+    pub proc_map_full: u64,
+}
+
+impl Counters {
+    /// Every way an event or an accounting entry was dropped.
+    pub fn lost(&self) -> u64 {
+        self.events_lost + self.fd_map_full + self.inflight_lost + self.proc_map_full
+    }
+}
+
+/// The loaded and attached programs.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Optional tracepoints that this kernel lacks (coverage lost, reported to the user).
+    pub missing: Vec<String>,
+}
+
+impl Probes {
+    /// Checks privileges and kernel features, loads the programs and attaches them.
+    pub fn load(opts: &ProbeOptions) -> Result<Self> {
+        preflight::check()?;
+        let config = Config {
+            offsets: btf::kernel_offsets()?,
+            stack_max: opts.stack_max.min(tracer_common::STACK_MAX as u32),
+            _pad: 0,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("OPEN_FDS", opts.max_fds)
+            .map_max_entries("EVENTS", opts.ring_bytes.next_power_of_two())
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow!("loading the eBPF programs into the kernel: {e}"))?;
+
+        let hooked = syscalls::hooked_syscalls();
+        {
+            let mut table: Array<_, u16> = Array::try_from(map(&mut ebpf, "SYSCALLS")?)?;
+            for h in &hooked {
+                table
+                    .set(h.nr as u32, h.id, 0)
+                    .with_context(|| format!("registering syscall {}", h.name))?;
+            }
+        }
+
+        let mut missing = Vec::new();
+        for (prog, phase) in [("fd_enter", "sys_enter"), ("fd_exit", "sys_exit")] {
+            let p = tracepoint(&mut ebpf, prog)?;
+            for h in &hooked {
+                let name = format!("{phase}_{}", h.name);
+                match p.attach("syscalls", &name) {
+                    Ok(_) => {}
+                    Err(e) if !h.required => missing.push(format!("{name}: {e}")),
+                    Err(e) => return Err(anyhow!("attaching to syscalls:{name}: {e:?}")),
+                }
+            }
+        }
+        tracepoint(&mut ebpf, "fd_close")?
+            .attach("syscalls", "sys_enter_close")
+            .map_err(|e| anyhow!("attaching to syscalls:sys_enter_close: {e}"))?;
+        if let Err(e) =
+            tracepoint(&mut ebpf, "fd_close_range")?.attach("syscalls", "sys_enter_close_range")
+        {
+            missing.push(format!("sys_enter_close_range: {e}"));
+        }
+        for (prog, tp) in [
+            ("proc_exec", "sched_process_exec"),
+            ("proc_exit", "sched_process_exit"),
+        ] {
+            tracepoint(&mut ebpf, prog)?
+                .attach("sched", tp)
+                .map_err(|e| anyhow!("attaching to sched:{tp}: {e}"))?;
+        }
+        let fork: &mut RawTracePoint = ebpf
+            .program_mut("proc_fork")
+            .ok_or_else(|| anyhow!("eBPF object lacks program proc_fork"))?
+            .try_into()?;
+        fork.load()
+            .map_err(|e| anyhow!("loading proc_fork: {}", verifier_error(&e)))?;
+        fork.attach("sched_process_fork")
+            .map_err(|e| anyhow!("attaching to raw tracepoint sched_process_fork: {e}"))?;
+
+        Ok(Self { ebpf, missing })
+    }
+
+    /// Adds `tgid` to the in-kernel filter. With `self_too` false only its future children are
+    /// traced (used by `tracer run` to register the command before it executes).
+    pub fn trace(&mut self, tgid: u32, self_too: bool) -> Result<()> {
+        let flags = proc_flag::TRACE_CHILDREN | if self_too { proc_flag::TRACE_SELF } else { 0 };
+        let mut traced: HashMap<_, u32, ProcState> =
+            HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
+        traced
+            .insert(
+                tgid,
+                ProcState {
+                    parent_tgid: 0,
+                    flags,
+                },
+                0,
+            )
+            .with_context(|| format!("registering pid {tgid} for tracing"))
+    }
+
+    /// Removes `tgid` from the in-kernel filter.
+    pub fn untrace(&mut self, tgid: u32) -> Result<()> {
+        let mut traced: HashMap<_, u32, ProcState> =
+            HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
+        match traced.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("unregistering pid {tgid}")),
+        }
+    }
+
+    /// Takes the ring buffer the programs write events into (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let m = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("ring buffer already taken"))?;
+        Ok(RingBuf::try_from(m)?)
+    }
+
+    /// The kernel's accounting of outstanding descriptors.
+    pub fn open_fds(&mut self) -> Result<HashMap<&mut MapData, FdKey, FdEntry>> {
+        Ok(HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?)
+    }
+
+    /// Current kernel counters.
+    pub fn counters(&mut self) -> Result<Counters> {
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map(&mut self.ebpf, "COUNTERS")?)?;
+        let get = |i: u32| -> Result<u64> { Ok(arr.get(&i, 0)?.iter().sum()) };
+        Ok(Counters {
+            acquired: get(counter::ACQUIRED)?,
+            released: get(counter::RELEASED)?,
+            events_lost: get(counter::EVENTS_LOST)?,
+            fd_map_full: get(counter::FD_MAP_FULL)?,
+            stack_unreadable: get(counter::STACK_UNREADABLE)?,
+            inflight_lost: get(counter::INFLIGHT_LOST)?,
+            proc_map_full: get(counter::PROC_MAP_FULL)?,
+        })
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
+}
+
+/// Loads the tracepoint program `name` (once) and returns it for attaching.
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
+        .try_into()?;
+    if p.fd().is_err() {
+        p.load()
+            .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
+    }
+    Ok(p)
+}
+
+/// The useful tail of a verifier rejection (the full log is thousands of lines).
+fn verifier_error(e: &aya::programs::ProgramError) -> String {
+    let text = e.to_string();
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        return format!(
+            "{text}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    text
+}
+
+/// Seconds since boot on CLOCK_MONOTONIC, the clock of every kernel timestamp, in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the provided timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Identifies the acquisition syscall names that exist (for reports).
+pub fn is_acquisition(syscall: u16) -> bool {
+    syscall != 0 && syscall < sys::CONNECT
+}
