@@ -65,6 +65,10 @@ pub mod syscall {
     pub const EXECVE: u16 = 42;
     /// Not an acquisition: remembers the descriptor table size before an exec.
     pub const EXECVEAT: u16 = 43;
+    /// Release of one descriptor.
+    pub const CLOSE: u16 = 44;
+    /// Release of a range of descriptors.
+    pub const CLOSE_RANGE: u16 = 45;
     /// Size of the identifier space (array bound for per-syscall tables).
     pub const COUNT: usize = 64;
 }
@@ -228,8 +232,9 @@ pub struct AcquireEvent {
     pub seq: u64,
     /// Acquisition id of the descriptor this one derives from (dup source, accept listener), or 0.
     pub src_seq: u64,
-    /// Syscall-specific detail: packed socket (domain | type << 16 | protocol << 32), open flags,
-    /// or the source descriptor of dup/accept.
+    /// Syscall-specific detail: packed socket (domain | type << 16 | protocol << 32), the
+    /// directory descriptor of open* (AT_FDCWD for open/creat), or the source descriptor of
+    /// dup/accept.
     pub arg: u64,
     /// Inode numbers of `fd` and `fd2` (0 if unknown).
     pub ino: [u64; 2],
@@ -337,10 +342,7 @@ pub struct KernelOffsets {
     pub signal_live: u32,
     pub vma_start: u32,
     pub vma_end: u32,
-    /// Offsets of ip, sp and bp in the user `struct pt_regs`.
-    pub regs_ip: u32,
-    pub regs_sp: u32,
-    pub regs_bp: u32,
+    pub binprm_filename: u32,
 }
 
 /// Read-only configuration written into the eBPF object before it is loaded.

@@ -24,7 +24,6 @@ use core::{
 };
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::{
         BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
     },
@@ -33,12 +32,11 @@ use aya_ebpf::{
         generated::{
             bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
             bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
-            bpf_task_pt_regs,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::RawTracePointContext,
 };
 use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
@@ -66,9 +64,7 @@ static CONFIG: Config = Config {
         signal_live: 0,
         vma_start: 0,
         vma_end: 0,
-        regs_ip: 0,
-        regs_sp: 0,
-        regs_bp: 0,
+        binprm_filename: 0,
     },
     stack_max: 0,
     _pad: 0,
@@ -90,7 +86,8 @@ static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 #[map]
 static SYSCALLS: Array<u16> = Array::with_max_entries(1024, 0);
 
-/// Per-thread cache of the stack mapping (start, end) holding the last seen stack pointer.
+/// Per-thread cache of the stack mapping holding the last seen stack pointer: (start, end of
+/// the part known to be readable).
 #[map]
 static STACK_VMA: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
 
@@ -107,6 +104,7 @@ static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 const EINPROGRESS: i64 = 115;
+const AT_FDCWD: i32 = -100;
 const S_IFMT: u16 = 0o170000;
 
 /// Reads a field of CONFIG. The volatile read stops the compiler from folding the build-time zeros
@@ -283,26 +281,81 @@ fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Syscall entry: remember the arguments of traced acquisitions.
+// Syscalls: raw tracepoints sys_enter(regs, id) and sys_exit(regs, ret) see every syscall of
+// every process; one array lookup discards the syscalls tracer does not hook.
 
-/// Reads argument `i` of a syscall tracepoint record (arguments start at byte 16).
-#[inline(always)]
-fn tp_arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: syscall tracepoint records hold 6 u64 arguments from offset 16; the verifier
-    // checks ctx accesses against the record size.
-    unsafe { *(ctx.as_ptr() as *const u64).add(2 + i) }
+/// The user registers saved at syscall entry (x86_64 `struct pt_regs`, a stable ABI).
+#[cfg(bpf_target_arch = "x86_64")]
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PtRegs {
+    r15: u64,
+    r14: u64,
+    r13: u64,
+    r12: u64,
+    bp: u64,
+    bx: u64,
+    r11: u64,
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    ax: u64,
+    cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+    orig_ax: u64,
+    ip: u64,
+    cs: u64,
+    flags: u64,
+    sp: u64,
+    ss: u64,
 }
 
-#[inline(always)]
-fn tp_nr(ctx: &TracePointContext) -> i32 {
-    // SAFETY: `__syscall_nr` is at offset 8 of every syscall tracepoint record.
-    unsafe { *(ctx.as_ptr() as *const i32).add(2) }
+#[cfg(bpf_target_arch = "x86_64")]
+impl PtRegs {
+    #[inline(always)]
+    fn args(&self) -> [u64; 4] {
+        [self.di, self.si, self.dx, self.r10]
+    }
+
+    #[inline(always)]
+    fn user(&self) -> UserRegs {
+        UserRegs {
+            ip: self.ip,
+            sp: self.sp,
+            bp: self.bp,
+        }
+    }
 }
 
-#[tracepoint]
-pub fn fd_enter(ctx: TracePointContext) -> u32 {
+/// Our identifier of syscall number `nr` (0: not hooked).
+#[inline(always)]
+fn hooked(nr: u64) -> u16 {
+    if nr >= 1024 {
+        return 0;
+    }
+    SYSCALLS.get(nr as u32).copied().unwrap_or(0)
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id = hooked(ctx.arg::<u64>(1));
+    if id == 0 {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    let regs: PtRegs = kread(ctx.arg::<u64>(0), 0).unwrap_or_default();
+    let args = regs.args();
+    if id == syscall::CLOSE {
+        // No filter lookup: only traced processes have entries.
+        let fd = args[0] as i32;
+        if fd >= 0 {
+            release_fd(tgid, fd as u32, release::CLOSE);
+        }
+        return 0;
+    }
     // SAFETY: read-only use of a map value.
     let Some(state) = (unsafe { TRACED.get(&tgid) }) else {
         return 0;
@@ -310,19 +363,12 @@ pub fn fd_enter(ctx: TracePointContext) -> u32 {
     if state.flags & proc_flag::TRACE_SELF == 0 {
         return 0;
     }
-    let nr = tp_nr(&ctx);
-    if nr < 0 {
-        return 0;
-    }
-    let id = match SYSCALLS.get(nr as u32) {
-        Some(&id) if id != 0 => id,
-        _ => return 0,
-    };
-    // One copy of four arguments. Not a direct context load: the kernel refuses to attach a
-    // program whose direct reads reach past the record of a syscall with fewer arguments.
-    let args: [u64; 4] = kread(ctx.as_ptr() as u64, 16).unwrap_or([0; 4]);
     let mut aux = 0;
     match id {
+        syscall::CLOSE_RANGE => {
+            close_range(tgid, args[0] as u32, args[1] as u32, args[2]);
+            return 0;
+        }
         syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => return 0,
         syscall::SIGNALFD | syscall::SIGNALFD4 if args[0] as i32 != -1 => return 0,
         syscall::EXECVE | syscall::EXECVEAT => {
@@ -344,11 +390,14 @@ pub fn fd_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-// ---------------------------------------------------------------------------------------------
-// Syscall exit: account what was acquired.
-
-#[tracepoint]
-pub fn fd_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs_ptr: u64 = ctx.arg(0);
+    let nr: u64 = kread(regs_ptr, 15 * 8).unwrap_or(u64::MAX); // orig_ax
+    let id = hooked(nr);
+    if id == 0 || id == syscall::CLOSE || id == syscall::CLOSE_RANGE {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let Some(ptr) = INFLIGHT.get_ptr(&tid) else {
@@ -357,7 +406,7 @@ pub fn fd_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: copy out of a valid map value before deleting it.
     let inflight = unsafe { *ptr };
     let _ = INFLIGHT.remove(&tid);
-    let ret = tp_arg(&ctx, 0) as i64;
+    let ret: i64 = ctx.arg(1);
     let tgid = (pid_tgid >> 32) as u32;
     match inflight.syscall {
         syscall::EXECVE | syscall::EXECVEAT => {}
@@ -366,7 +415,10 @@ pub fn fd_exit(ctx: TracePointContext) -> u32 {
                 sockaddr(tgid, &inflight);
             }
         }
-        _ if ret >= 0 => acquire(tgid, tid, &inflight, ret),
+        _ if ret >= 0 => {
+            let regs: PtRegs = kread(regs_ptr, 0).unwrap_or_default();
+            acquire(tgid, tid, &inflight, ret, &regs.user());
+        }
         _ => {}
     }
     0
@@ -382,7 +434,7 @@ fn user_fd_pair(ptr: u64) -> (i32, i32) {
 }
 
 #[inline(always)]
-fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64) {
+fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64, regs: &UserRegs) {
     let a = &inflight.args;
     let sys = inflight.syscall;
     let (fd, fd2) = match sys {
@@ -441,8 +493,9 @@ fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64) {
         syscall::SOCKET | syscall::SOCKETPAIR => {
             (a[0] & 0xffff) | ((a[1] & 0xffff) << 16) | ((a[2] & 0xffff_ffff) << 32)
         }
-        syscall::OPEN | syscall::CREAT => a[1],
-        syscall::OPENAT | syscall::OPENAT2 => a[2],
+        // The directory a relative path is resolved against.
+        syscall::OPEN | syscall::CREAT => AT_FDCWD as u32 as u64,
+        syscall::OPENAT | syscall::OPENAT2 => a[0] & 0xffff_ffff,
         _ if src_fd >= 0 => src_fd as u64,
         _ => 0,
     };
@@ -472,7 +525,7 @@ fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64) {
             _ => NameSrc::new(NAME_NONE, 0, 0),
         },
     };
-    send_acquire(&acq);
+    send_acquire(&acq, regs);
 }
 
 /// Where the acquisition's name comes from. A plain struct rather than an enum with payloads:
@@ -557,17 +610,26 @@ fn stack_extent(task: *mut c_void, tid: u32, sp: u64) -> u64 {
     range.end - sp
 }
 
+/// Lowers the cached readable end of this thread's stack.
 #[inline(always)]
-fn send_acquire(acq: &Acquisition) {
-    // SAFETY: helpers returning the current task's BTF pointer and its user registers.
+fn shrink_stack_end(tid: u32, end: u64) {
+    if let Some(range) = STACK_VMA.get_ptr_mut(&tid) {
+        // SAFETY: valid map value of two u64.
+        unsafe {
+            if end < (*range)[1] {
+                (*range)[1] = end;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
+    // SAFETY: helper returning the current task's BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() } as *mut c_void;
-    let regs_ptr = unsafe { bpf_task_pt_regs(task.cast()) } as u64;
-    let regs = UserRegs {
-        ip: kread(regs_ptr, off!(regs_ip)).unwrap_or(0),
-        sp: kread(regs_ptr, off!(regs_sp)).unwrap_or(0),
-        bp: kread(regs_ptr, off!(regs_bp)).unwrap_or(0),
-    };
+    let regs = *regs;
     let stack_max = config_u32(addr_of!(CONFIG.stack_max));
+
     let mut want = if stack_max == 0 || regs.sp == 0 {
         0
     } else {
@@ -631,13 +693,24 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64) {
             len = N;
         }
         (*ev).stack_len = 0;
-        if len > 0 {
+        // A read fails as a whole if any page in range is absent (the randomization gap below
+        // the environment at the top of the main stack): halve until it succeeds, and remember
+        // the readable end for this thread's later events.
+        let mut tries = 0;
+        while len >= 256 && tries < 8 {
             let r = bpf_probe_read_user(base.add(HDR).cast(), len as u32, regs.sp as *const c_void);
             if r == 0 {
                 (*ev).stack_len = len as u32;
-            } else {
-                bump(counter::STACK_UNREADABLE, 1);
+                if tries > 0 {
+                    shrink_stack_end(acq.tid, regs.sp + len as u64);
+                }
+                break;
             }
+            len /= 2;
+            tries += 1;
+        }
+        if (*ev).stack_len == 0 && want > 0 {
+            bump(counter::STACK_UNREADABLE, 1);
         }
     }
     rec.submit(wakeup_flags());
@@ -717,16 +790,6 @@ fn sockaddr(tgid: u32, inflight: &Inflight) {
 // ---------------------------------------------------------------------------------------------
 // Releases.
 
-#[tracepoint]
-pub fn fd_close(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let fd = tp_arg(&ctx, 0) as i32;
-    if fd >= 0 {
-        release_fd(tgid, fd as u32, release::CLOSE);
-    }
-    0
-}
-
 /// State of a loop over a range of descriptor numbers.
 #[repr(C)]
 struct FdLoop {
@@ -770,27 +833,20 @@ extern "C" fn close_range_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-#[tracepoint]
-pub fn fd_close_range(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: read-only use of a map value.
-    if unsafe { TRACED.get(&tgid) }.is_none() {
-        return 0;
-    }
-    let first = tp_arg(&ctx, 0) as u32;
-    let last = tp_arg(&ctx, 1) as u32;
-    let flags = tp_arg(&ctx, 2);
+/// close_range(first, last, flags): releases the tracked open descriptors in the range.
+#[inline(always)]
+fn close_range(tgid: u32, first: u32, last: u32, flags: u64) {
     // Invalid calls fail without closing anything; CLOEXEC only marks (exec releases them).
     if flags & !(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE) != 0
         || first > last
         || flags & CLOSE_RANGE_CLOEXEC != 0
     {
-        return 0;
+        return;
     }
-    let Some(fdt) = current_fdt() else { return 0 };
+    let Some(fdt) = current_fdt() else { return };
     let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
     if max_fds == 0 || first >= max_fds {
-        return 0;
+        return;
     }
     let last = if last >= max_fds { max_fds - 1 } else { last };
     let mut l = FdLoop {
@@ -812,7 +868,6 @@ pub fn fd_close_range(ctx: TracePointContext) -> u32 {
             0,
         )
     };
-    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,8 +971,8 @@ extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-#[tracepoint]
-pub fn proc_exec(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: read-only use of a map value.
@@ -925,8 +980,7 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The thread that called exec (its id before exec took over the thread group).
-    // SAFETY: `old_pid` is at offset 16 of sched_process_exec records.
-    let old_tid = unsafe { *(ctx.as_ptr() as *const u32).add(4) };
+    let old_tid = ctx.arg::<u64>(1) as u32;
     let scan = match INFLIGHT.get_ptr(&old_tid) {
         // SAFETY: valid map value.
         Some(ptr) => (unsafe { (*ptr).aux }) as u32,
@@ -955,19 +1009,16 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ev = rec.as_mut_ptr();
-    // SAFETY: `filename` is a __data_loc at offset 8 (low 16 bits: offset in the record); writes
-    // stay inside the reserved record.
+    let filename: u64 = kread(ctx.arg::<u64>(2), off!(binprm_filename)).unwrap_or(0);
+    // SAFETY: writes stay inside the reserved record; the helper validates the kernel pointer.
     unsafe {
-        let loc = *(ctx.as_ptr() as *const u32).add(2);
         (*ev).header = header(event::EXEC, tgid);
         (*ev).released = l.count;
         (*ev)._pad = 0;
         let n = bpf_probe_read_kernel_str(
             addr_of_mut!((*ev).filename).cast(),
             NAME_MAX as u32,
-            (ctx.as_ptr() as *const u8)
-                .add((loc & 0xffff) as usize)
-                .cast(),
+            filename as *const c_void,
         );
         if n <= 0 {
             (*ev).filename[0] = 0;
@@ -977,8 +1028,8 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn proc_exit(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: read-only use of a map value.
     if unsafe { TRACED.get(&tgid) }.is_none() {

@@ -1,9 +1,43 @@
+//! tracer: finds the file descriptors a Linux program never releases, with the stack that
+//! created them, using eBPF.
+//!
+//! Modes: `run` (start a command under tracing).
+mod accounting;
+mod cli;
+mod collector;
+mod enrich;
+mod events;
 mod probes;
-fn main() -> anyhow::Result<()> {
-    let mut p = probes::Probes::load(&probes::ProbeOptions::default())?;
-    println!("loaded; missing: {:?}", p.missing);
-    p.trace(std::process::id(), true)?;
-    let _f = std::fs::File::open("/etc/hostname")?;
-    println!("{:?}", p.counters()?);
-    Ok(())
+mod procmaps;
+mod report;
+mod run;
+mod symbolize;
+mod unwind;
+
+use clap::Parser as _;
+
+/// Exit code when tracer itself fails.
+const EXIT_ERROR: i32 = 125;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match try_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            e.downcast_ref::<run::ExitError>()
+                .map_or(EXIT_ERROR, |x| x.code)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn try_main(cli: cli::Cli) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        cli::Command::Run(args) => runtime.block_on(run::run(args)),
+    }
 }

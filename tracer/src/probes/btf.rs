@@ -32,9 +32,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
         signal_live: off("signal_struct", "live")?,
         vma_start: off("vm_area_struct", "vm_start")?,
         vma_end: off("vm_area_struct", "vm_end")?,
-        regs_ip: off("pt_regs", "ip")?,
-        regs_sp: off("pt_regs", "sp")?,
-        regs_bp: off("pt_regs", "bp")?,
+        binprm_filename: off("linux_binprm", "filename")?,
     })
 }
 
@@ -93,9 +91,16 @@ mod tests {
             return;
         }
         let off = kernel_offsets().expect("offsets");
-        // pt_regs is ABI on x86_64: ip at 128, sp at 152, bp at 32.
+        // The eBPF side reads x86_64 pt_regs with its ABI layout: check it against BTF.
         #[cfg(target_arch = "x86_64")]
-        assert_eq!((off.regs_ip, off.regs_sp, off.regs_bp), (128, 152, 32));
+        {
+            let btf = Btf::from_file(VMLINUX_BTF).unwrap();
+            let f = |n| field_offset(&btf, "pt_regs", n).unwrap();
+            assert_eq!(
+                (f("bp"), f("r10"), f("di"), f("orig_ax"), f("ip"), f("sp")),
+                (32, 56, 112, 120, 128, 152)
+            );
+        }
         // vm_start/vm_end lead vm_area_struct.
         assert_eq!((off.vma_start, off.vma_end), (0, 8));
         assert!(off.task_files > 0 && off.fdt_open_fds > 0);

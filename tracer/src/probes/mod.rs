@@ -9,11 +9,9 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::RawTracePoint,
 };
-use tracer_common::{
-    Config, FdEntry, FdKey, ProcState, STACK_CLASSES, counter, proc_flag, syscall as sys,
-};
+use tracer_common::{Config, FdEntry, FdKey, ProcState, STACK_CLASSES, counter, proc_flag};
 
 /// The compiled eBPF object (built by build.rs from tracer-ebpf).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -61,8 +59,6 @@ impl Counters {
 /// The loaded and attached programs.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Optional tracepoints that this kernel lacks (coverage lost, reported to the user).
-    pub missing: Vec<String>,
 }
 
 impl Probes {
@@ -91,44 +87,23 @@ impl Probes {
             }
         }
 
-        let mut missing = Vec::new();
-        for (prog, phase) in [("fd_enter", "sys_enter"), ("fd_exit", "sys_exit")] {
-            let p = tracepoint(&mut ebpf, prog)?;
-            for h in &hooked {
-                let name = format!("{phase}_{}", h.name);
-                match p.attach("syscalls", &name) {
-                    Ok(_) => {}
-                    Err(e) if !h.required => missing.push(format!("{name}: {e}")),
-                    Err(e) => return Err(anyhow!("attaching to syscalls:{name}: {e:?}")),
-                }
-            }
-        }
-        tracepoint(&mut ebpf, "fd_close")?
-            .attach("syscalls", "sys_enter_close")
-            .map_err(|e| anyhow!("attaching to syscalls:sys_enter_close: {e}"))?;
-        if let Err(e) =
-            tracepoint(&mut ebpf, "fd_close_range")?.attach("syscalls", "sys_enter_close_range")
-        {
-            missing.push(format!("sys_enter_close_range: {e}"));
-        }
         for (prog, tp) in [
+            ("sys_enter", "sys_enter"),
+            ("sys_exit", "sys_exit"),
+            ("proc_fork", "sched_process_fork"),
             ("proc_exec", "sched_process_exec"),
             ("proc_exit", "sched_process_exit"),
         ] {
-            tracepoint(&mut ebpf, prog)?
-                .attach("sched", tp)
-                .map_err(|e| anyhow!("attaching to sched:{tp}: {e}"))?;
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
+                .try_into()?;
+            p.load()
+                .map_err(|e| anyhow!("loading {prog}: {}", verifier_error(&e)))?;
+            p.attach(tp)
+                .map_err(|e| anyhow!("attaching to raw tracepoint {tp}: {e}"))?;
         }
-        let fork: &mut RawTracePoint = ebpf
-            .program_mut("proc_fork")
-            .ok_or_else(|| anyhow!("eBPF object lacks program proc_fork"))?
-            .try_into()?;
-        fork.load()
-            .map_err(|e| anyhow!("loading proc_fork: {}", verifier_error(&e)))?;
-        fork.attach("sched_process_fork")
-            .map_err(|e| anyhow!("attaching to raw tracepoint sched_process_fork: {e}"))?;
-
-        Ok(Self { ebpf, missing })
+        Ok(Self { ebpf })
     }
 
     /// Adds `tgid` to the in-kernel filter. With `self_too` false only its future children are
@@ -194,19 +169,6 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
         .ok_or_else(|| anyhow!("eBPF object lacks map {name}"))
 }
 
-/// Loads the tracepoint program `name` (once) and returns it for attaching.
-fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
-        .try_into()?;
-    if p.fd().is_err() {
-        p.load()
-            .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
-    }
-    Ok(p)
-}
-
 /// The useful tail of a verifier rejection (the full log is thousands of lines).
 fn verifier_error(e: &aya::programs::ProgramError) -> String {
     let text = e.to_string();
@@ -230,9 +192,4 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the provided timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Identifies the acquisition syscall names that exist (for reports).
-pub fn is_acquisition(syscall: u16) -> bool {
-    syscall != 0 && syscall < sys::CONNECT
 }

@@ -2,7 +2,7 @@
 //! names and this architecture's syscall numbers.
 use tracer_common::syscall as id;
 
-/// A syscall whose entry and exit tracepoints carry `fd_enter` / `fd_exit`.
+/// A syscall the `sys_enter` / `sys_exit` programs handle.
 #[derive(Clone, Copy, Debug)]
 pub struct Hooked {
     /// Stable identifier shared with the kernel side.
@@ -11,85 +11,54 @@ pub struct Hooked {
     pub name: &'static str,
     /// This architecture's syscall number.
     pub nr: i64,
-    /// Whether tracing works without it (older kernels lack some syscalls).
-    pub required: bool,
 }
 
-const fn hooked(id: u16, name: &'static str, nr: i64, required: bool) -> Hooked {
-    Hooked {
-        id,
-        name,
-        nr,
-        required,
-    }
+const fn hooked(id: u16, name: &'static str, nr: i64) -> Hooked {
+    Hooked { id, name, nr }
 }
 
-/// Every syscall routed through `fd_enter` / `fd_exit`.
+/// Every syscall the kernel side handles.
 pub fn hooked_syscalls() -> Vec<Hooked> {
     let mut v = vec![
-        hooked(id::OPENAT, "openat", libc::SYS_openat, true),
-        hooked(id::OPENAT2, "openat2", libc::SYS_openat2, false),
-        hooked(id::SOCKET, "socket", libc::SYS_socket, true),
-        hooked(id::SOCKETPAIR, "socketpair", libc::SYS_socketpair, true),
-        hooked(id::ACCEPT, "accept", libc::SYS_accept, true),
-        hooked(id::ACCEPT4, "accept4", libc::SYS_accept4, true),
-        hooked(id::PIPE2, "pipe2", libc::SYS_pipe2, true),
-        hooked(id::DUP, "dup", libc::SYS_dup, true),
-        hooked(id::DUP3, "dup3", libc::SYS_dup3, true),
-        hooked(id::FCNTL, "fcntl", libc::SYS_fcntl, true),
-        hooked(id::EVENTFD2, "eventfd2", libc::SYS_eventfd2, true),
-        hooked(
-            id::EPOLL_CREATE1,
-            "epoll_create1",
-            libc::SYS_epoll_create1,
-            true,
-        ),
+        hooked(id::OPENAT, "openat", libc::SYS_openat),
+        hooked(id::OPENAT2, "openat2", libc::SYS_openat2),
+        hooked(id::SOCKET, "socket", libc::SYS_socket),
+        hooked(id::SOCKETPAIR, "socketpair", libc::SYS_socketpair),
+        hooked(id::ACCEPT, "accept", libc::SYS_accept),
+        hooked(id::ACCEPT4, "accept4", libc::SYS_accept4),
+        hooked(id::PIPE2, "pipe2", libc::SYS_pipe2),
+        hooked(id::DUP, "dup", libc::SYS_dup),
+        hooked(id::DUP3, "dup3", libc::SYS_dup3),
+        hooked(id::FCNTL, "fcntl", libc::SYS_fcntl),
+        hooked(id::EVENTFD2, "eventfd2", libc::SYS_eventfd2),
+        hooked(id::EPOLL_CREATE1, "epoll_create1", libc::SYS_epoll_create1),
         hooked(
             id::TIMERFD_CREATE,
             "timerfd_create",
             libc::SYS_timerfd_create,
-            true,
         ),
-        hooked(id::SIGNALFD4, "signalfd4", libc::SYS_signalfd4, true),
-        hooked(
-            id::INOTIFY_INIT1,
-            "inotify_init1",
-            libc::SYS_inotify_init1,
-            true,
-        ),
-        hooked(
-            id::MEMFD_CREATE,
-            "memfd_create",
-            libc::SYS_memfd_create,
-            false,
-        ),
-        hooked(id::PIDFD_OPEN, "pidfd_open", libc::SYS_pidfd_open, false),
-        hooked(id::CONNECT, "connect", libc::SYS_connect, true),
-        hooked(id::BIND, "bind", libc::SYS_bind, true),
-        hooked(id::EXECVE, "execve", libc::SYS_execve, true),
-        hooked(id::EXECVEAT, "execveat", libc::SYS_execveat, false),
+        hooked(id::SIGNALFD4, "signalfd4", libc::SYS_signalfd4),
+        hooked(id::INOTIFY_INIT1, "inotify_init1", libc::SYS_inotify_init1),
+        hooked(id::MEMFD_CREATE, "memfd_create", libc::SYS_memfd_create),
+        hooked(id::PIDFD_OPEN, "pidfd_open", libc::SYS_pidfd_open),
+        hooked(id::CONNECT, "connect", libc::SYS_connect),
+        hooked(id::BIND, "bind", libc::SYS_bind),
+        hooked(id::EXECVE, "execve", libc::SYS_execve),
+        hooked(id::EXECVEAT, "execveat", libc::SYS_execveat),
+        hooked(id::CLOSE, "close", libc::SYS_close),
+        hooked(id::CLOSE_RANGE, "close_range", libc::SYS_close_range),
     ];
     // Legacy syscalls that only some architectures have.
     #[cfg(target_arch = "x86_64")]
     v.extend([
-        hooked(id::OPEN, "open", libc::SYS_open, true),
-        hooked(id::CREAT, "creat", libc::SYS_creat, true),
-        hooked(id::PIPE, "pipe", libc::SYS_pipe, true),
-        hooked(id::DUP2, "dup2", libc::SYS_dup2, true),
-        hooked(id::EVENTFD, "eventfd", libc::SYS_eventfd, true),
-        hooked(
-            id::EPOLL_CREATE,
-            "epoll_create",
-            libc::SYS_epoll_create,
-            true,
-        ),
-        hooked(id::SIGNALFD, "signalfd", libc::SYS_signalfd, true),
-        hooked(
-            id::INOTIFY_INIT,
-            "inotify_init",
-            libc::SYS_inotify_init,
-            true,
-        ),
+        hooked(id::OPEN, "open", libc::SYS_open),
+        hooked(id::CREAT, "creat", libc::SYS_creat),
+        hooked(id::PIPE, "pipe", libc::SYS_pipe),
+        hooked(id::DUP2, "dup2", libc::SYS_dup2),
+        hooked(id::EVENTFD, "eventfd", libc::SYS_eventfd),
+        hooked(id::EPOLL_CREATE, "epoll_create", libc::SYS_epoll_create),
+        hooked(id::SIGNALFD, "signalfd", libc::SYS_signalfd),
+        hooked(id::INOTIFY_INIT, "inotify_init", libc::SYS_inotify_init),
     ]);
     v
 }

@@ -1,0 +1,512 @@
+//! Per-process, per-call-site accounting of descriptors, driven by decoded kernel events.
+//!
+//! Pure bookkeeping (no kernel, no I/O): which descriptors each process holds, which acquisition
+//! (and so which call site) each came from, and how many each site acquired and released. The
+//! kernel's own map stays the authority: [`Accounting::reconcile`] aligns a process with it.
+use std::{
+    collections::{BTreeMap, HashMap, hash_map::Entry},
+    path::PathBuf,
+};
+
+use tracer_common::FdEntry;
+
+use crate::enrich::{Kind, Resource, SocketInfo};
+
+/// Interned call site (an unwound stack), see `collector::Sites`.
+pub type SiteId = u32;
+
+/// What descriptors are grouped by: the call site, and the syscall for stacks that are missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub site: Option<SiteId>,
+    pub syscall: u16,
+}
+
+/// One acquiring syscall (one or two descriptors).
+#[derive(Clone, Debug)]
+pub struct Acquisition {
+    pub key: GroupKey,
+    pub kind: Kind,
+    pub resource: Resource,
+    pub ts_ns: u64,
+    pub tid: u32,
+    /// Process that made the call.
+    pub pid: u32,
+    /// Held descriptors referring to this acquisition (across processes after fork).
+    refs: u32,
+}
+
+impl Acquisition {
+    pub fn new(
+        key: GroupKey,
+        kind: Kind,
+        resource: Resource,
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+    ) -> Self {
+        Self {
+            key,
+            kind,
+            resource,
+            ts_ns,
+            tid,
+            pid,
+            refs: 0,
+        }
+    }
+}
+
+/// A descriptor a process holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub seq: u64,
+    /// Copied from the parent at fork rather than acquired here.
+    pub inherited: bool,
+}
+
+/// Totals of one call site within one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub acquired: u64,
+    pub released: u64,
+    pub inherited: u64,
+}
+
+/// A traced process.
+#[derive(Clone, Debug, Default)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// Raw wait status once exited.
+    pub exit_status: Option<u32>,
+    pub started_ns: u64,
+    pub ended_ns: Option<u64>,
+    pub open: BTreeMap<u32, Held>,
+    pub groups: HashMap<GroupKey, Counts>,
+}
+
+impl Process {
+    /// Exit code if it exited normally.
+    pub fn exit_code(&self) -> Option<i32> {
+        let s = self.exit_status?;
+        (s & 0x7f == 0).then_some(((s >> 8) & 0xff) as i32)
+    }
+
+    /// Terminating signal if it was killed.
+    pub fn signal(&self) -> Option<i32> {
+        let s = self.exit_status?;
+        (s & 0x7f != 0).then_some((s & 0x7f) as i32)
+    }
+}
+
+/// Mismatches found when aligning a process with the kernel's map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Descriptors the kernel holds that no event told us about (lost acquire events).
+    pub unseen_acquisitions: u64,
+    /// Descriptors we held that the kernel no longer has (lost release events).
+    pub unseen_releases: u64,
+}
+
+/// The whole accounting.
+#[derive(Default)]
+pub struct Accounting {
+    acqs: HashMap<u64, Acquisition>,
+    procs: HashMap<u32, Process>,
+    /// Processes whose pid was reused while we still reported on them.
+    archived: Vec<Process>,
+    /// Release events for descriptors we did not hold (their acquisition was not seen).
+    pub unmatched_releases: u64,
+}
+
+impl Accounting {
+    /// The process `pid`, created on first use.
+    pub fn process_mut(&mut self, pid: u32) -> &mut Process {
+        self.procs.entry(pid).or_insert_with(|| Process {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn acquisition(&self, seq: u64) -> Option<&Acquisition> {
+        self.acqs.get(&seq)
+    }
+
+    /// Records that `pid` acquired `fds` (one, or a pair) in acquisition `seq`.
+    pub fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
+        let key = acq.key;
+        let mut acq = acq;
+        let mut replaced = Vec::new();
+        let proc = self.procs.entry(pid).or_insert_with(|| Process {
+            pid,
+            ..Default::default()
+        });
+        for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+            if let Some(old) = proc.open.insert(
+                fd as u32,
+                Held {
+                    seq,
+                    inherited: false,
+                },
+            ) {
+                replaced.push(old.seq);
+            }
+            acq.refs += 1;
+            proc.groups.entry(key).or_default().acquired += 1;
+        }
+        self.acqs.insert(seq, acq);
+        for old in replaced {
+            self.unref(old);
+        }
+    }
+
+    /// Records a release; returns whether it matched a held descriptor.
+    pub fn release(&mut self, pid: u32, fd: u32, seq: u64) -> bool {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            self.unmatched_releases += 1;
+            return false;
+        };
+        match proc.open.get(&fd) {
+            Some(h) if h.seq == seq => {
+                proc.open.remove(&fd);
+            }
+            _ => {
+                self.unmatched_releases += 1;
+                return false;
+            }
+        }
+        if let Some(acq) = self.acqs.get(&seq) {
+            proc.groups.entry(acq.key).or_default().released += 1;
+        }
+        self.unref(seq);
+        true
+    }
+
+    /// Updates the socket description of acquisition `seq` (connect/bind addresses).
+    pub fn annotate_socket(&mut self, seq: u64, f: impl FnOnce(&mut SocketInfo)) {
+        if let Some(Acquisition {
+            resource: Resource::Socket(info),
+            ..
+        }) = self.acqs.get_mut(&seq)
+        {
+            f(info);
+        }
+    }
+
+    /// A new process: starts with a copy of its parent's descriptors.
+    pub fn fork(&mut self, parent: u32, child: u32, ts_ns: u64) {
+        self.retire(child);
+        let (held, comm, exe, cwd, argv) = match self.procs.get(&parent) {
+            Some(p) => (
+                p.open.clone(),
+                p.comm.clone(),
+                p.exe.clone(),
+                p.cwd.clone(),
+                p.argv.clone(),
+            ),
+            None => Default::default(),
+        };
+        let mut groups: HashMap<GroupKey, Counts> = HashMap::new();
+        let mut open = BTreeMap::new();
+        for (fd, h) in held {
+            if let Some(acq) = self.acqs.get_mut(&h.seq) {
+                acq.refs += 1;
+                groups.entry(acq.key).or_default().inherited += 1;
+                open.insert(
+                    fd,
+                    Held {
+                        seq: h.seq,
+                        inherited: true,
+                    },
+                );
+            }
+        }
+        self.procs.insert(
+            child,
+            Process {
+                pid: child,
+                ppid: parent,
+                comm,
+                exe,
+                argv,
+                cwd,
+                started_ns: ts_ns,
+                open,
+                groups,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// The process now runs `exe`.
+    pub fn exec(&mut self, pid: u32, exe: String) {
+        let p = self.process_mut(pid);
+        p.comm = exe
+            .rsplit('/')
+            .next()
+            .unwrap_or(&exe)
+            .chars()
+            .take(15)
+            .collect();
+        p.exe = exe;
+    }
+
+    /// The process exited with a raw wait status.
+    pub fn exit(&mut self, pid: u32, status: u32, ts_ns: u64) {
+        let p = self.process_mut(pid);
+        p.exit_status = Some(status);
+        p.ended_ns = Some(ts_ns);
+    }
+
+    /// Aligns `pid`'s held descriptors with the kernel's entries for it, which are the truth.
+    /// `make_unknown` builds the acquisition of an entry no event described.
+    pub fn reconcile(
+        &mut self,
+        pid: u32,
+        kernel: &[(u32, FdEntry)],
+        make_unknown: impl Fn(&FdEntry) -> Acquisition,
+    ) -> Reconciled {
+        let mut out = Reconciled::default();
+        let held: Vec<(u32, Held)> = match self.procs.get(&pid) {
+            Some(p) => p.open.iter().map(|(f, h)| (*f, *h)).collect(),
+            None => Vec::new(),
+        };
+        let in_kernel: HashMap<u32, &FdEntry> = kernel.iter().map(|(fd, e)| (*fd, e)).collect();
+        for (fd, h) in &held {
+            if in_kernel.get(fd).is_none_or(|e| e.seq != h.seq) {
+                out.unseen_releases += 1;
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.open.remove(fd);
+                }
+                self.unref(h.seq);
+            }
+        }
+        for (fd, e) in kernel {
+            let matches = self
+                .procs
+                .get(&pid)
+                .and_then(|p| p.open.get(fd))
+                .is_some_and(|h| h.seq == e.seq);
+            if matches {
+                continue;
+            }
+            out.unseen_acquisitions += 1;
+            let acq = match self.acqs.entry(e.seq) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(make_unknown(e)),
+            };
+            acq.refs += 1;
+            let key = acq.key;
+            let inherited = e.origin_tgid != pid;
+            let p = self.process_mut(pid);
+            p.open.insert(
+                *fd,
+                Held {
+                    seq: e.seq,
+                    inherited,
+                },
+            );
+            let c = p.groups.entry(key).or_default();
+            if inherited {
+                c.inherited += 1;
+            } else {
+                c.acquired += 1;
+            }
+        }
+        out
+    }
+
+    /// Every process, archived ones first, then by pid.
+    pub fn processes(&self) -> Vec<&Process> {
+        let mut live: Vec<&Process> = self.procs.values().collect();
+        live.sort_by_key(|p| (p.started_ns, p.pid));
+        self.archived.iter().chain(live).collect()
+    }
+
+    /// Moves an exited process out of the way of a new process with the same pid.
+    fn retire(&mut self, pid: u32) {
+        if let Some(old) = self.procs.remove(&pid) {
+            if old.exit_status.is_some() {
+                self.archived.push(old);
+            }
+        }
+    }
+
+    fn unref(&mut self, seq: u64) {
+        if let Entry::Occupied(mut o) = self.acqs.entry(seq) {
+            let a = o.get_mut();
+            a.refs = a.refs.saturating_sub(1);
+            if a.refs == 0 {
+                o.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::syscall as sys;
+
+    fn acq(site: u32) -> Acquisition {
+        Acquisition::new(
+            GroupKey {
+                site: Some(site),
+                syscall: sys::OPENAT,
+            },
+            Kind::File,
+            Resource::Path(format!("/tmp/{site}")),
+            10,
+            1,
+            1,
+        )
+    }
+
+    #[test]
+    fn acquire_release_counts_per_site() {
+        let mut a = Accounting::default();
+        for i in 0..5 {
+            a.acquire(1, &[3 + i], 100 + i as u64, acq(7));
+        }
+        assert!(a.release(1, 3, 100));
+        assert!(a.release(1, 4, 101));
+        // Wrong seq: not ours.
+        assert!(!a.release(1, 5, 999));
+        let p = a.process(1).unwrap();
+        assert_eq!(p.open.len(), 3);
+        let key = GroupKey {
+            site: Some(7),
+            syscall: sys::OPENAT,
+        };
+        assert_eq!(
+            p.groups[&key],
+            Counts {
+                acquired: 5,
+                released: 2,
+                inherited: 0
+            }
+        );
+        assert_eq!(a.unmatched_releases, 1);
+        assert!(
+            a.acquisition(100).is_none(),
+            "released acquisitions are forgotten"
+        );
+        assert!(a.acquisition(102).is_some());
+    }
+
+    #[test]
+    fn pairs_count_two_descriptors_one_acquisition() {
+        let mut a = Accounting::default();
+        a.acquire(1, &[3, 4], 50, acq(1));
+        assert_eq!(a.process(1).unwrap().open.len(), 2);
+        a.release(1, 3, 50);
+        assert!(a.acquisition(50).is_some());
+        a.release(1, 4, 50);
+        assert!(a.acquisition(50).is_none());
+    }
+
+    #[test]
+    fn fork_inherits_and_releases_independently() {
+        let mut a = Accounting::default();
+        a.acquire(1, &[3], 10, acq(1));
+        a.fork(1, 2, 5);
+        let child = a.process(2).unwrap();
+        assert_eq!(
+            child.open[&3],
+            Held {
+                seq: 10,
+                inherited: true
+            }
+        );
+        assert_eq!(child.ppid, 1);
+        assert!(a.release(2, 3, 10));
+        assert!(a.process(1).unwrap().open.contains_key(&3));
+        assert!(a.acquisition(10).is_some());
+        assert!(a.release(1, 3, 10));
+        assert!(a.acquisition(10).is_none());
+    }
+
+    #[test]
+    fn reconcile_trusts_the_kernel() {
+        let mut a = Accounting::default();
+        a.acquire(1, &[3], 10, acq(1));
+        a.acquire(1, &[4], 11, acq(1));
+        let kernel = [
+            (
+                4,
+                FdEntry {
+                    seq: 11,
+                    origin_tgid: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                9,
+                FdEntry {
+                    seq: 77,
+                    origin_tgid: 1,
+                    syscall: sys::SOCKET,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let r = a.reconcile(1, &kernel, |e| {
+            Acquisition::new(
+                GroupKey {
+                    site: None,
+                    syscall: e.syscall,
+                },
+                Kind::Socket,
+                Resource::Unknown,
+                e.ts_ns,
+                1,
+                e.tid,
+            )
+        });
+        assert_eq!(
+            r,
+            Reconciled {
+                unseen_acquisitions: 1,
+                unseen_releases: 1
+            }
+        );
+        let p = a.process(1).unwrap();
+        assert_eq!(p.open.keys().copied().collect::<Vec<_>>(), vec![4, 9]);
+        assert_eq!(a.acquisition(77).unwrap().kind, Kind::Socket);
+    }
+
+    #[test]
+    fn pid_reuse_archives_the_exited_process() {
+        let mut a = Accounting::default();
+        a.acquire(5, &[3], 1, acq(1));
+        a.exit(5, 0, 100);
+        a.fork(1, 5, 200);
+        let all = a.processes();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].open.len(), 1);
+        assert_eq!(all[0].exit_code(), Some(0));
+    }
+
+    #[test]
+    fn wait_status_decoding() {
+        let p = Process {
+            exit_status: Some(3 << 8),
+            ..Default::default()
+        };
+        assert_eq!((p.exit_code(), p.signal()), (Some(3), None));
+        let k = Process {
+            exit_status: Some(9),
+            ..Default::default()
+        };
+        assert_eq!((k.exit_code(), k.signal()), (None, Some(9)));
+    }
+}

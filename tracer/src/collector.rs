@@ -1,0 +1,296 @@
+//! The collector: drains the kernel's ring buffer and the mapping records, unwinds each
+//! acquisition's stack, describes the descriptor, and feeds the accounting. At process exit it
+//! aligns the accounting with the kernel's map (the authority) and frees the kernel's entries.
+use std::{
+    collections::HashMap,
+    fs,
+    os::fd::{AsFd, BorrowedFd},
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tracer_common::{AcquireEvent, FdEntry, FdKey, ReleaseEvent, SockAddrEvent, syscall as sys};
+
+use crate::{
+    accounting::{Accounting, Acquisition, GroupKey, Reconciled, SiteId},
+    enrich::{self, Kind, Resource},
+    events::{self, Event, c_str},
+    probes::{Counters, ProbeOptions, Probes},
+    procmaps::ProcMaps,
+    unwind::{RawFrame, Unwinder},
+};
+
+/// Interned call sites. Two stacks are the same site when every frame has the same file and
+/// file address, so a site is shared across processes running the same binaries.
+#[derive(Default)]
+pub struct Sites {
+    index: HashMap<Vec<(Option<Arc<Path>>, u64)>, SiteId>,
+    /// Frames of each site, innermost first (addresses from the first occurrence).
+    pub stacks: Vec<Vec<RawFrame>>,
+}
+
+impl Sites {
+    /// The id of this stack, interned on first sight.
+    pub fn intern(&mut self, frames: Vec<RawFrame>) -> SiteId {
+        let key: Vec<_> = frames.iter().map(|f| (f.path.clone(), f.svma)).collect();
+        let next = self.stacks.len() as SiteId;
+        *self.index.entry(key).or_insert_with(|| {
+            self.stacks.push(frames);
+            next
+        })
+    }
+}
+
+/// Collector health figures shown in reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Ring records that failed to decode.
+    pub bad_records: u64,
+    /// Acquisitions that arrived without a stack copy.
+    pub stacks_missing: u64,
+    /// Differences repaired by reconciling with the kernel's map.
+    pub reconciled: Reconciled,
+}
+
+/// Everything but the ring buffer (split so the ring can be borrowed while state changes).
+pub struct State {
+    pub probes: Probes,
+    maps: ProcMaps,
+    unwinder: Unwinder,
+    pub sites: Sites,
+    pub acct: Accounting,
+    pub stats: Stats,
+}
+
+/// Ring buffer plus state.
+pub struct Collector {
+    ring: RingBuf<MapData>,
+    pub state: State,
+}
+
+impl Collector {
+    /// Loads and attaches the probes and starts watching mappings.
+    pub fn new(opts: &ProbeOptions) -> Result<Self> {
+        let mut probes = Probes::load(opts)?;
+        let ring = probes.take_events()?;
+        Ok(Self {
+            ring,
+            state: State {
+                probes,
+                maps: ProcMaps::new()?,
+                unwinder: Unwinder::default(),
+                sites: Sites::default(),
+                acct: Accounting::default(),
+                stats: Stats::default(),
+            },
+        })
+    }
+
+    /// The ring buffer's descriptor, readable when the kernel wakes us.
+    pub fn ring_fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+
+    /// Processes every pending record; returns how many.
+    pub fn drain(&mut self) -> usize {
+        self.state.maps.poll();
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            n += 1;
+            match events::decode(&item) {
+                Ok(ev) => self.state.handle(ev),
+                Err(_) => self.state.stats.bad_records += 1,
+            }
+        }
+        n
+    }
+
+    /// Final drain, then aligns every process still running with the kernel's map.
+    pub fn finish(&mut self) -> Result<Counters> {
+        self.drain();
+        let live: Vec<u32> = self
+            .state
+            .acct
+            .processes()
+            .iter()
+            .filter(|p| p.exit_status.is_none())
+            .map(|p| p.pid)
+            .collect();
+        for pid in live {
+            self.state.reconcile(pid, false);
+        }
+        self.state.probes.counters()
+    }
+}
+
+impl State {
+    fn handle(&mut self, ev: Event<'_>) {
+        match ev {
+            Event::Acquire(a, stack) => self.on_acquire(&a, stack),
+            Event::Release(r) => self.on_release(&r),
+            Event::SockAddr(s) => self.on_sockaddr(&s),
+            Event::Fork(f) => self.acct.fork(f.parent_tgid, f.header.tgid, f.header.ts_ns),
+            Event::Exec(e) => {
+                let pid = e.header.tgid;
+                self.acct.exec(
+                    pid,
+                    String::from_utf8_lossy(c_str(&e.filename)).into_owned(),
+                );
+                let p = self.acct.process_mut(pid);
+                p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+                if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
+                    p.argv = cmdline
+                        .split(|&b| b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect();
+                }
+            }
+            Event::Exit(x) => {
+                let pid = x.header.tgid;
+                self.acct.exit(pid, x.status, x.header.ts_ns);
+                self.reconcile(pid, true);
+                self.unwinder.forget(pid);
+            }
+        }
+    }
+
+    fn on_acquire(&mut self, a: &AcquireEvent, stack: &[u8]) {
+        let pid = a.header.tgid;
+        let site = if stack.is_empty() {
+            self.stats.stacks_missing += 1;
+            None
+        } else {
+            let frames = self.unwind(pid, a, stack);
+            (!frames.is_empty()).then(|| self.sites.intern(frames))
+        };
+        let source = self.acct.acquisition(a.src_seq).cloned();
+        let kind = enrich::kind_of(a)
+            .or(source.as_ref().map(|s| s.kind))
+            .unwrap_or_else(|| Kind::from_mode(a.i_mode));
+        let relative = matches!(
+            a.syscall,
+            sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT
+        ) && a.name.first() != Some(&b'/');
+        let cwd = if relative { self.cwd(pid) } else { None };
+        let resource = enrich::resource_of(
+            a,
+            kind,
+            cwd.as_deref(),
+            source.as_ref().map(|s| &s.resource),
+        );
+        let key = GroupKey {
+            site,
+            syscall: a.syscall,
+        };
+        self.acct.acquire(
+            pid,
+            &[a.fd, a.fd2],
+            a.seq,
+            Acquisition::new(key, kind, resource, a.header.ts_ns, pid, a.tid),
+        );
+    }
+
+    fn on_release(&mut self, r: &ReleaseEvent) {
+        self.acct.release(r.header.tgid, r.fd as u32, r.seq);
+    }
+
+    fn on_sockaddr(&mut self, s: &SockAddrEvent) {
+        let addr = enrich::parse_sockaddr(&s.addr[..(s.len as usize).min(s.addr.len())]);
+        self.acct.annotate_socket(s.seq, |info| {
+            if s.syscall == sys::CONNECT as u32 {
+                info.peer = addr;
+            } else {
+                info.local = addr;
+            }
+        });
+    }
+
+    fn unwind(&mut self, pid: u32, a: &AcquireEvent, stack: &[u8]) -> Vec<RawFrame> {
+        // Mappings made just before this acquisition may still sit in the perf buffers.
+        let covered =
+            |maps: &mut ProcMaps| maps.space(pid).is_some_and(|s| s.find(a.regs.ip).is_some());
+        if !covered(&mut self.maps) {
+            self.maps.poll();
+            if !covered(&mut self.maps) {
+                self.maps.refresh(pid);
+            }
+        }
+        match self.maps.space(pid) {
+            Some(space) => self.unwinder.unwind(pid, space, &a.regs, stack),
+            None => Vec::new(),
+        }
+    }
+
+    fn cwd(&mut self, pid: u32) -> Option<std::path::PathBuf> {
+        let p = self.acct.process_mut(pid);
+        if p.cwd.is_none() {
+            p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        }
+        p.cwd.clone()
+    }
+
+    /// Aligns `pid` with the kernel's entries for it; `release` also frees those entries (the
+    /// process has exited and its accounting is final).
+    fn reconcile(&mut self, pid: u32, release: bool) {
+        let entries = self.kernel_entries(pid);
+        let r = self.acct.reconcile(pid, &entries, |e| {
+            Acquisition::new(
+                GroupKey {
+                    site: None,
+                    syscall: e.syscall,
+                },
+                unknown_kind(e.syscall),
+                Resource::Unknown,
+                e.ts_ns,
+                e.origin_tgid,
+                e.tid,
+            )
+        });
+        self.stats.reconciled.unseen_acquisitions += r.unseen_acquisitions;
+        self.stats.reconciled.unseen_releases += r.unseen_releases;
+        if release && let Ok(mut map) = self.probes.open_fds() {
+            for (fd, e) in &entries {
+                let key = FdKey { tgid: pid, fd: *fd };
+                // Only if still the same descriptor (the pid may already be reused).
+                if map.get(&key, 0).is_ok_and(|cur| cur.seq == e.seq) {
+                    let _ = map.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The kernel's entries for `pid`. Looking up what we hold is enough unless events were
+    /// lost; then the whole map is scanned for entries we never heard of.
+    fn kernel_entries(&mut self, pid: u32) -> Vec<(u32, FdEntry)> {
+        let lost = self.probes.counters().map_or(1, |c| c.lost()) + self.stats.bad_records;
+        let held: Vec<u32> = self
+            .acct
+            .process(pid)
+            .map(|p| p.open.keys().copied().collect())
+            .unwrap_or_default();
+        let Ok(map) = self.probes.open_fds() else {
+            return Vec::new();
+        };
+        if lost == 0 {
+            held.into_iter()
+                .filter_map(|fd| map.get(&FdKey { tgid: pid, fd }, 0).ok().map(|e| (fd, e)))
+                .collect()
+        } else {
+            map.iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, _)| k.tgid == pid)
+                .map(|(k, e)| (k.fd, e))
+                .collect()
+        }
+    }
+}
+
+/// Kind guessed from the syscall alone (for entries whose acquire event was lost).
+fn unknown_kind(syscall: u16) -> Kind {
+    let mut ev: AcquireEvent = bytemuck::Zeroable::zeroed();
+    ev.syscall = syscall;
+    enrich::kind_of(&ev).unwrap_or(Kind::Other)
+}

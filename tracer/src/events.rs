@@ -1,0 +1,118 @@
+//! Decoding of the ring-buffer records written by the eBPF programs.
+use anyhow::{Result, anyhow, bail};
+use bytemuck::{Pod, try_pod_read_unaligned};
+use tracer_common::{
+    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, ReleaseEvent, SockAddrEvent, event,
+};
+
+/// One decoded record; `Acquire` borrows its stack copy from the ring.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Acquire(Box<AcquireEvent>, &'a [u8]),
+    Release(ReleaseEvent),
+    SockAddr(Box<SockAddrEvent>),
+    Fork(ForkEvent),
+    Exec(Box<ExecEvent>),
+    Exit(ExitEvent),
+}
+
+fn read<T: Pod>(bytes: &[u8]) -> Result<T> {
+    let size = size_of::<T>();
+    let head = bytes.get(..size).ok_or_else(|| {
+        anyhow!(
+            "truncated {} record: {} of {size} bytes",
+            std::any::type_name::<T>(),
+            bytes.len()
+        )
+    })?;
+    try_pod_read_unaligned(head).map_err(|e| anyhow!("{e}"))
+}
+
+/// Decodes one record.
+pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
+    let header: EventHeader = read(bytes)?;
+    Ok(match header.kind {
+        event::ACQUIRE => {
+            let ev: AcquireEvent = read(bytes)?;
+            let start = size_of::<AcquireEvent>();
+            let end = start + ev.stack_len as usize;
+            let stack = bytes
+                .get(start..end)
+                .ok_or_else(|| anyhow!("acquire record shorter than its stack length"))?;
+            Event::Acquire(Box::new(ev), stack)
+        }
+        event::RELEASE => Event::Release(read(bytes)?),
+        event::SOCKADDR => Event::SockAddr(Box::new(read(bytes)?)),
+        event::FORK => Event::Fork(read(bytes)?),
+        event::EXEC => Event::Exec(Box::new(read(bytes)?)),
+        event::EXIT => Event::Exit(read(bytes)?),
+        other => bail!("unknown record kind {other}"),
+    })
+}
+
+/// The bytes of a NUL-terminated (or full) fixed-size string field.
+pub fn c_str(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytemuck::bytes_of;
+    use tracer_common::{UserRegs, release};
+
+    #[test]
+    fn decodes_release() {
+        let ev = ReleaseEvent {
+            header: EventHeader {
+                kind: event::RELEASE,
+                tgid: 7,
+                ts_ns: 1,
+            },
+            seq: 42,
+            fd: 3,
+            how: release::CLOSE,
+        };
+        match decode(bytes_of(&ev)).unwrap() {
+            Event::Release(r) => assert_eq!((r.header.tgid, r.seq, r.fd), (7, 42, 3)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn acquire_carries_its_stack() {
+        let mut ev: AcquireEvent = bytemuck::Zeroable::zeroed();
+        ev.header.kind = event::ACQUIRE;
+        ev.stack_len = 4;
+        ev.regs = UserRegs {
+            ip: 1,
+            sp: 2,
+            bp: 3,
+        };
+        let mut bytes = bytes_of(&ev).to_vec();
+        bytes.extend_from_slice(&[9, 8, 7, 6, 0, 0, 0, 0]);
+        match decode(&bytes).unwrap() {
+            Event::Acquire(a, stack) => {
+                assert_eq!(stack, &[9, 8, 7, 6]);
+                assert_eq!(a.regs.sp, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(decode(&[1, 2, 3]).is_err());
+        let mut ev: AcquireEvent = bytemuck::Zeroable::zeroed();
+        ev.header.kind = event::ACQUIRE;
+        ev.stack_len = 100;
+        assert!(decode(bytes_of(&ev)).is_err());
+        let bad = EventHeader {
+            kind: 99,
+            tgid: 0,
+            ts_ns: 0,
+        };
+        assert!(decode(bytes_of(&bad)).is_err());
+    }
+}

@@ -1,0 +1,608 @@
+//! The report model: one struct, built from the accounting once tracing ends, read by every
+//! renderer. Its serde form is the documented JSON schema (README, "JSON report").
+pub mod json;
+pub mod table;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{
+    accounting::{Accounting, Counts, GroupKey, Process, SiteId},
+    collector::{Sites, Stats},
+    enrich::Kind,
+    probes::{Counters, syscalls},
+    symbolize::Symbolizer,
+    unwind::RawFrame,
+};
+
+/// Exit code of `tracer run --fail-on-leak` when a leak verdict exists.
+pub const LEAK_EXIT_CODE: i32 = 99;
+
+/// Most distinct resources listed per group.
+const MAX_RESOURCES: usize = 50;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub command: Vec<String>,
+    /// The command's exit code (128 + signal when killed).
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub min_count: u64,
+    pub events: EventTotals,
+    pub processes: Vec<ProcessReport>,
+}
+
+/// Event totals; `lost` is 0 unless the kernel dropped something (see `drops`).
+#[derive(Debug, Default, Serialize)]
+pub struct EventTotals {
+    pub acquired: u64,
+    pub released: u64,
+    pub lost: u64,
+    pub drops: Drops,
+}
+
+/// Every kind of loss, counted separately.
+#[derive(Debug, Default, Serialize)]
+pub struct Drops {
+    /// Ring-buffer records dropped (ring full).
+    pub ring_full: u64,
+    /// Descriptors not accounted (descriptor map full).
+    pub fd_map_full: u64,
+    /// Syscalls whose arguments were not kept (in-flight map full).
+    pub inflight_full: u64,
+    /// Child processes not followed (process map full).
+    pub proc_map_full: u64,
+    /// Acquisitions whose user stack could not be read.
+    pub stacks_unreadable: u64,
+    /// Descriptors found in the kernel's map without their acquisition event.
+    pub unseen_acquisitions: u64,
+    /// Held descriptors the kernel had released without us seeing the release event.
+    pub unseen_releases: u64,
+}
+
+/// One traced process.
+#[derive(Debug, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Still alive when tracing ended (its descriptors were still open then, not at exit).
+    pub running: bool,
+    /// Descriptors (other than 0-2) still open at exit or at the end of tracing.
+    pub open_at_end: u64,
+    /// Call sites with descriptors still open, leaks first, biggest first.
+    pub leaks: Vec<Group>,
+}
+
+/// Whether a call site leaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// At least `--min-count` acquisitions from this site still open.
+    Leak,
+    /// Still open, but fewer: a log file or a runtime's singleton opened once.
+    Unclosed,
+}
+
+/// Outstanding descriptors from one call site in one process.
+#[derive(Debug, Serialize)]
+pub struct Group {
+    pub kind: Kind,
+    /// Descriptors still open.
+    pub count: u64,
+    /// Syscalls they came from (a pipe() pair is one call, two descriptors).
+    pub calls: u64,
+    /// Descriptors this process acquired at this site, and released of those from it.
+    pub acquired: u64,
+    pub released: u64,
+    /// Descriptors inherited from the parent at fork from this site.
+    pub inherited: u64,
+    pub fds: Vec<u32>,
+    pub resources: Vec<String>,
+    pub syscall: String,
+    pub oldest_age_ms: u64,
+    pub verdict: Verdict,
+    /// Innermost frame first.
+    pub stack: Vec<Frame>,
+}
+
+impl Group {
+    /// The innermost frame of the program's own code (the site to look at).
+    pub fn own_frame(&self) -> Option<&Frame> {
+        self.stack.iter().find(|f| f.own_code)
+    }
+}
+
+/// One stack frame.
+#[derive(Clone, Debug, Serialize)]
+pub struct Frame {
+    /// Address in the process, hex.
+    pub address: String,
+    /// Address in the module file (for offline symbolization), hex.
+    pub offset: String,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: String,
+    pub inlined: bool,
+    /// Part of the program's own code rather than a library, runtime or toolchain.
+    pub own_code: bool,
+}
+
+/// What the report needs besides the accounting.
+pub struct Inputs<'a> {
+    pub command: Vec<String>,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub min_count: u64,
+    /// CLOCK_MONOTONIC now, for the age of descriptors of processes still running.
+    pub now_ns: u64,
+    pub counters: Counters,
+    pub stats: Stats,
+    pub acct: &'a Accounting,
+    pub sites: &'a Sites,
+}
+
+impl Report {
+    /// Builds the report, symbolizing the stacks of every outstanding group.
+    pub fn build(input: Inputs<'_>) -> Report {
+        let mut symbolizer = Symbolizer::default();
+        let mut stacks: HashMap<SiteId, Vec<Frame>> = HashMap::new();
+        let processes = input
+            .acct
+            .processes()
+            .into_iter()
+            .map(|p| process_report(p, &input, &mut symbolizer, &mut stacks))
+            .collect();
+        let c = input.counters;
+        let drops = Drops {
+            ring_full: c.events_lost,
+            fd_map_full: c.fd_map_full,
+            inflight_full: c.inflight_lost,
+            proc_map_full: c.proc_map_full,
+            stacks_unreadable: c.stack_unreadable,
+            unseen_acquisitions: input.stats.reconciled.unseen_acquisitions,
+            unseen_releases: input.stats.reconciled.unseen_releases,
+        };
+        Report {
+            tool: "tracer",
+            version: env!("CARGO_PKG_VERSION"),
+            command: input.command.clone(),
+            exit_code: input.exit_code,
+            duration_ms: input.duration_ms,
+            min_count: input.min_count,
+            events: EventTotals {
+                acquired: c.acquired,
+                released: c.released,
+                lost: c.lost() + input.stats.bad_records,
+                drops,
+            },
+            processes,
+        }
+    }
+
+    /// Whether any group has a `leak` verdict.
+    pub fn has_leak(&self) -> bool {
+        self.processes
+            .iter()
+            .any(|p| p.leaks.iter().any(|g| g.verdict == Verdict::Leak))
+    }
+}
+
+/// Descriptors below this are stdin/stdout/stderr: never leaks.
+const FIRST_REPORTED_FD: u32 = 3;
+
+fn process_report(
+    p: &Process,
+    input: &Inputs<'_>,
+    symbolizer: &mut Symbolizer,
+    stacks: &mut HashMap<SiteId, Vec<Frame>>,
+) -> ProcessReport {
+    let end_ns = p.ended_ns.unwrap_or(input.now_ns);
+    // Outstanding descriptors by call site...
+    let mut by_key: BTreeMap<GroupKey, Vec<(u32, u64)>> = BTreeMap::new();
+    for (&fd, held) in p.open.range(FIRST_REPORTED_FD..) {
+        if input.acct.acquisition(held.seq).is_some() {
+            let key = input.acct.acquisition(held.seq).map(|a| a.key);
+            if let Some(key) = key {
+                by_key.entry(key).or_default().push((fd, held.seq));
+            }
+        }
+    }
+    // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
+    // are one site to the reader.
+    struct Merged {
+        kind: Kind,
+        syscall: u16,
+        stack: Vec<Frame>,
+        fds: Vec<u32>,
+        seqs: BTreeSet<u64>,
+        resources: BTreeSet<String>,
+        oldest_ns: u64,
+        counts: Counts,
+    }
+    let mut merged: BTreeMap<(u16, Kind, Vec<String>), Merged> = BTreeMap::new();
+    for (key, fds) in by_key {
+        let stack = key
+            .site
+            .map(|s| {
+                stacks
+                    .entry(s)
+                    .or_insert_with(|| symbolize_stack(&input.sites.stacks[s as usize], symbolizer))
+                    .clone()
+            })
+            .unwrap_or_default();
+        let Some(first) = input.acct.acquisition(fds[0].1) else {
+            continue;
+        };
+        let signature = stack.iter().map(source_location).collect();
+        let m = merged
+            .entry((key.syscall, first.kind, signature))
+            .or_insert_with(|| Merged {
+                kind: first.kind,
+                syscall: key.syscall,
+                stack,
+                fds: Vec::new(),
+                seqs: BTreeSet::new(),
+                resources: BTreeSet::new(),
+                oldest_ns: u64::MAX,
+                counts: Counts::default(),
+            });
+        let c = p.groups.get(&key).copied().unwrap_or_default();
+        m.counts.acquired += c.acquired;
+        m.counts.released += c.released;
+        m.counts.inherited += c.inherited;
+        for (fd, seq) in fds {
+            let Some(acq) = input.acct.acquisition(seq) else {
+                continue;
+            };
+            m.fds.push(fd);
+            m.seqs.insert(seq);
+            if m.resources.len() < MAX_RESOURCES {
+                m.resources.insert(acq.resource.to_string());
+            }
+            m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
+        }
+    }
+    let mut leaks: Vec<Group> = merged
+        .into_values()
+        .map(|mut m| {
+            m.fds.sort_unstable();
+            let calls = m.seqs.len() as u64;
+            Group {
+                kind: m.kind,
+                count: m.fds.len() as u64,
+                calls,
+                acquired: m.counts.acquired,
+                released: m.counts.released,
+                inherited: m.counts.inherited,
+                fds: m.fds,
+                resources: m.resources.into_iter().collect(),
+                syscall: syscalls::name(m.syscall).to_string(),
+                oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
+                verdict: if calls >= input.min_count {
+                    Verdict::Leak
+                } else {
+                    Verdict::Unclosed
+                },
+                stack: m.stack,
+            }
+        })
+        .collect();
+    leaks.sort_by(|a, b| {
+        (b.verdict == Verdict::Leak, b.count).cmp(&(a.verdict == Verdict::Leak, a.count))
+    });
+    ProcessReport {
+        pid: p.pid,
+        ppid: p.ppid,
+        comm: p.comm.clone(),
+        exe: p.exe.clone(),
+        exit_code: p.exit_code(),
+        signal: p.signal(),
+        running: p.exit_status.is_none(),
+        open_at_end: p.open.range(FIRST_REPORTED_FD..).count() as u64,
+        leaks,
+    }
+}
+
+/// A frame's identity in source terms (module and offset when there are no symbols).
+fn source_location(f: &Frame) -> String {
+    match (&f.function, &f.file, f.line) {
+        (Some(func), Some(file), line) => format!("{func}@{file}:{}", line.unwrap_or(0)),
+        (Some(func), None, _) => format!("{func}@{}+{}", f.module, f.offset),
+        _ => format!("{}+{}", f.module, f.offset),
+    }
+}
+
+/// Symbolizes a stack; each address may become several frames through inlining.
+fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Frame> {
+    let mut by_module: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
+    for f in raw {
+        if let Some(p) = &f.path {
+            by_module.entry(p.clone()).or_default().push(f.svma);
+        }
+    }
+    let mut resolved: HashMap<(Arc<Path>, u64), Arc<[crate::symbolize::SymFrame]>> = HashMap::new();
+    for (path, addrs) in by_module {
+        for (addr, syms) in addrs.iter().zip(symbolizer.symbolize(&path, &addrs)) {
+            resolved.insert((path.clone(), *addr), syms);
+        }
+    }
+    let mut out = Vec::new();
+    for f in raw {
+        let module = f
+            .path
+            .as_ref()
+            .map_or_else(|| "[unknown]".to_string(), |p| p.display().to_string());
+        let syms = f
+            .path
+            .as_ref()
+            .and_then(|p| resolved.get(&(p.clone(), f.svma)).cloned());
+        match syms {
+            Some(syms) => {
+                for s in syms.iter() {
+                    let mut frame = Frame {
+                        address: format!("{:#x}", f.avma),
+                        offset: format!("{:#x}", f.svma),
+                        function: s.function.clone(),
+                        file: s.file.clone(),
+                        line: s.line,
+                        module: module.clone(),
+                        inlined: s.inlined,
+                        own_code: false,
+                    };
+                    frame.own_code = is_own_code(&frame);
+                    out.push(frame);
+                }
+            }
+            None => out.push(Frame {
+                address: format!("{:#x}", f.avma),
+                offset: format!("{:#x}", f.svma),
+                function: None,
+                file: None,
+                line: None,
+                module,
+                inlined: false,
+                own_code: false,
+            }),
+        }
+    }
+    out
+}
+
+/// Source paths of toolchains, package caches and system headers.
+const LIBRARY_SOURCE_MARKERS: &[&str] = &[
+    "/rustc/",
+    "/.cargo/registry/",
+    "/.cargo/git/",
+    "/cargo/registry/",
+    "/.rustup/toolchains/",
+    "/usr/lib/go",
+    "/usr/local/go/",
+    "/go/pkg/mod/",
+    "/usr/include/",
+    "/usr/lib/gcc/",
+];
+
+/// Directories of system libraries.
+const SYSTEM_LIBRARY_DIRS: &[&str] = &[
+    "/lib/",
+    "/lib64/",
+    "/usr/lib/",
+    "/usr/lib64/",
+    "/usr/libexec/",
+];
+
+/// Function-name prefixes of language runtimes and standard libraries (used without file info).
+const RUNTIME_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "<std::",
+    "<core::",
+    "<alloc::",
+    "runtime.",
+    "syscall.",
+    "internal/",
+    "os.",
+    "net.",
+    "net/",
+    "io.",
+    "bufio.",
+    "__libc_",
+    "_start",
+    "__GI_",
+];
+
+/// Whether a frame belongs to the program's own code rather than a library or runtime.
+pub fn is_own_code(f: &Frame) -> bool {
+    let Some(function) = &f.function else {
+        return false;
+    };
+    if SYSTEM_LIBRARY_DIRS.iter().any(|d| f.module.starts_with(d)) {
+        return false;
+    }
+    match &f.file {
+        Some(file) => {
+            !LIBRARY_SOURCE_MARKERS.iter().any(|m| file.contains(m))
+                // glibc and other system sources are recorded relative to their build tree.
+                && !file.starts_with("./")
+                && !file.starts_with("../")
+        }
+        None => !RUNTIME_PREFIXES.iter().any(|p| function.starts_with(p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{accounting::Acquisition, enrich::Resource};
+    use tracer_common::syscall as sys;
+
+    fn frame(function: &str, file: Option<&str>, module: &str) -> Frame {
+        Frame {
+            address: "0x1".into(),
+            offset: "0x1".into(),
+            function: Some(function.into()),
+            file: file.map(Into::into),
+            line: Some(1),
+            module: module.into(),
+            inlined: false,
+            own_code: false,
+        }
+    }
+
+    #[test]
+    fn own_code_classification() {
+        assert!(is_own_code(&frame(
+            "demo::leak",
+            Some("/src/demo/main.rs"),
+            "/src/demo/target/demo"
+        )));
+        assert!(!is_own_code(&frame(
+            "std::fs::File::open",
+            Some("/rustc/abc/library/std/src/fs.rs"),
+            "/src/demo/target/demo"
+        )));
+        assert!(!is_own_code(&frame(
+            "__libc_open64",
+            Some("../sysdeps/unix/open64.c"),
+            "/usr/lib/x86_64-linux-gnu/libc.so.6"
+        )));
+        assert!(!is_own_code(&frame(
+            "os.OpenFile",
+            Some("/usr/lib/go-1.19/src/os/file.go"),
+            "/tmp/goleak"
+        )));
+        assert!(is_own_code(&frame(
+            "main.leak",
+            Some("/tmp/leak.go"),
+            "/tmp/goleak"
+        )));
+        assert!(!is_own_code(&frame("runtime.goexit", None, "/tmp/goleak")));
+        assert!(is_own_code(&frame("leak_file", None, "/tmp/leakc")));
+    }
+
+    fn sample_accounting(leaked: u32, pipes: u32) -> Accounting {
+        let mut a = Accounting::default();
+        a.process_mut(10).ended_ns = Some(3_000_000_000);
+        for i in 0..leaked {
+            a.acquire(
+                10,
+                &[3 + i as i32],
+                100 + i as u64,
+                Acquisition::new(
+                    GroupKey {
+                        site: None,
+                        syscall: sys::OPENAT,
+                    },
+                    Kind::File,
+                    Resource::Path(format!("/tmp/f{i}")),
+                    1_000_000_000,
+                    10,
+                    10,
+                ),
+            );
+        }
+        for i in 0..pipes {
+            let fd = 100 + 2 * i as i32;
+            a.acquire(
+                10,
+                &[fd, fd + 1],
+                1000 + i as u64,
+                Acquisition::new(
+                    GroupKey {
+                        site: None,
+                        syscall: sys::PIPE2,
+                    },
+                    Kind::Pipe,
+                    Resource::Anon {
+                        kind: Kind::Pipe,
+                        ino: 5,
+                        name: None,
+                    },
+                    2_000_000_000,
+                    10,
+                    10,
+                ),
+            );
+        }
+        a.exit(10, 0, 3_000_000_000);
+        a
+    }
+
+    fn build(a: &Accounting, min_count: u64) -> Report {
+        let sites = Sites::default();
+        Report::build(Inputs {
+            command: vec!["x".into()],
+            exit_code: 0,
+            duration_ms: 1,
+            min_count,
+            now_ns: 0,
+            counters: Counters::default(),
+            stats: Stats::default(),
+            acct: a,
+            sites: &sites,
+        })
+    }
+
+    #[test]
+    fn groups_verdicts_and_order() {
+        let a = sample_accounting(5, 1);
+        let r = build(&a, 2);
+        let p = &r.processes[0];
+        assert_eq!(p.open_at_end, 7);
+        assert_eq!(p.leaks.len(), 2);
+        let files = &p.leaks[0];
+        assert_eq!(
+            (files.kind, files.count, files.calls, files.verdict),
+            (Kind::File, 5, 5, Verdict::Leak)
+        );
+        assert_eq!(files.fds, vec![3, 4, 5, 6, 7]);
+        assert_eq!(files.oldest_age_ms, 2000);
+        assert_eq!(files.syscall, "openat");
+        // One pipe() call is a singleton: two descriptors, one call, below min-count 2.
+        let pipe = &p.leaks[1];
+        assert_eq!(
+            (pipe.count, pipe.calls, pipe.verdict),
+            (2, 1, Verdict::Unclosed)
+        );
+        assert!(r.has_leak());
+        assert!(!build(&a, 6).has_leak());
+    }
+
+    #[test]
+    fn std_streams_are_never_reported() {
+        let mut a = Accounting::default();
+        a.acquire(
+            1,
+            &[1],
+            5,
+            Acquisition::new(
+                GroupKey {
+                    site: None,
+                    syscall: sys::DUP2,
+                },
+                Kind::File,
+                Resource::Unknown,
+                0,
+                1,
+                1,
+            ),
+        );
+        let r = build(&a, 1);
+        assert!(r.processes[0].leaks.is_empty());
+    }
+}

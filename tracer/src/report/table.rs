@@ -1,0 +1,336 @@
+//! The terminal report: a summary table per process (leaks first, biggest first), then each
+//! group's stack with the program's own frames highlighted and library frames folded.
+use std::{fmt::Write as _, path::Path};
+
+use tabled::{Table, Tabled, settings::Style};
+
+use super::{Frame, Group, ProcessReport, Report, Verdict};
+
+/// How the report is styled.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Use ANSI colors (stderr is a terminal).
+    pub color: bool,
+}
+
+/// Groups shown with full stacks per process.
+const MAX_DETAILED: usize = 10;
+
+#[derive(Tabled)]
+struct Row {
+    verdict: String,
+    kind: String,
+    open: u64,
+    #[tabled(rename = "acq")]
+    acquired: u64,
+    #[tabled(rename = "rel")]
+    released: u64,
+    syscall: String,
+    oldest: String,
+    #[tabled(rename = "where (innermost frame of the program's own code)")]
+    site: String,
+}
+
+/// Renders the whole report.
+pub fn render(report: &Report, opts: Options) -> String {
+    let mut out = String::new();
+    let paint = |code: &str, s: &str| {
+        if opts.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let cmd = report.command.join(" ");
+    let _ = writeln!(
+        out,
+        "tracer: `{cmd}` exited with code {} after {}",
+        report.exit_code,
+        age(report.duration_ms)
+    );
+    let e = &report.events;
+    let _ = writeln!(
+        out,
+        "events: {} acquired, {} released, {} lost",
+        e.acquired, e.released, e.lost
+    );
+    if e.lost > 0 {
+        let d = &e.drops;
+        let _ = writeln!(
+            out,
+            "  lost: ring full {}, descriptor map full {}, in-flight map full {}, process map full {}, unseen acquisitions {}, unseen releases {}",
+            d.ring_full,
+            d.fd_map_full,
+            d.inflight_full,
+            d.proc_map_full,
+            d.unseen_acquisitions,
+            d.unseen_releases
+        );
+    }
+    let leaks: usize = report
+        .processes
+        .iter()
+        .map(|p| {
+            p.leaks
+                .iter()
+                .filter(|g| g.verdict == Verdict::Leak)
+                .count()
+        })
+        .sum();
+    let _ = writeln!(
+        out,
+        "{}",
+        if leaks == 0 {
+            paint("32", "no leaks")
+        } else {
+            paint(
+                "1;31",
+                &format!(
+                    "{leaks} leaking call site{}",
+                    if leaks == 1 { "" } else { "s" }
+                ),
+            )
+        }
+    );
+    for p in &report.processes {
+        if p.leaks.is_empty() {
+            continue;
+        }
+        out.push('\n');
+        render_process(&mut out, p, report.min_count, &paint);
+    }
+    out
+}
+
+fn render_process(
+    out: &mut String,
+    p: &ProcessReport,
+    min_count: u64,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
+    let status = match (p.running, p.exit_code, p.signal) {
+        (true, _, _) => "still running when tracing ended".to_string(),
+        (_, Some(c), _) => format!("exited with {c}"),
+        (_, _, Some(s)) => format!("killed by signal {s}"),
+        _ => "exited".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "{} {} ({}), {}: {} descriptor{} still open",
+        paint("1", &format!("pid {}", p.pid)),
+        p.comm,
+        p.exe,
+        status,
+        p.open_at_end,
+        if p.open_at_end == 1 { "" } else { "s" }
+    );
+    let rows: Vec<Row> = p
+        .leaks
+        .iter()
+        .map(|g| Row {
+            verdict: match g.verdict {
+                Verdict::Leak => "LEAK".into(),
+                Verdict::Unclosed => "unclosed".into(),
+            },
+            kind: g.kind.to_string(),
+            open: g.count,
+            acquired: g.acquired + g.inherited,
+            released: g.released,
+            syscall: g.syscall.clone(),
+            oldest: age(g.oldest_age_ms),
+            site: g
+                .own_frame()
+                .or(g.stack.first())
+                .map_or("(no stack)".into(), frame_short),
+        })
+        .collect();
+    let mut table = Table::new(rows);
+    table.with(Style::rounded());
+    let _ = writeln!(out, "{table}");
+    for (i, g) in p
+        .leaks
+        .iter()
+        .filter(|g| g.verdict == Verdict::Leak)
+        .take(MAX_DETAILED)
+        .enumerate()
+    {
+        render_group(out, i + 1, g, paint);
+    }
+    let unclosed = p
+        .leaks
+        .iter()
+        .filter(|g| g.verdict == Verdict::Unclosed)
+        .count();
+    if unclosed > 0 {
+        let _ = writeln!(
+            out,
+            "  ({unclosed} site{} with fewer than {min_count} descriptors open: not leaks; --min-count 1 details them)",
+            if unclosed == 1 { "" } else { "s" }
+        );
+    }
+}
+
+fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str) -> String) {
+    let inherited = if g.inherited > 0 {
+        format!(" ({} inherited from the parent)", g.inherited)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "\n  {} {} {} descriptor{} from {}{}, still open ({} acquired, {} released here)",
+        paint("1;31", &format!("leak #{n}:")),
+        g.count,
+        g.kind,
+        if g.count == 1 { "" } else { "s" },
+        g.syscall,
+        inherited,
+        g.acquired,
+        g.released
+    );
+    let sample: Vec<&str> = g.resources.iter().take(3).map(String::as_str).collect();
+    let more = g.resources.len().saturating_sub(sample.len());
+    let _ = writeln!(
+        out,
+        "    fds {}; {}{}",
+        fd_ranges(&g.fds),
+        sample.join(", "),
+        if more > 0 {
+            format!(" (+{more} more)")
+        } else {
+            String::new()
+        }
+    );
+    let mut folded: Vec<&Frame> = Vec::new();
+    let flush = |out: &mut String, folded: &mut Vec<&Frame>| {
+        if folded.is_empty() {
+            return;
+        }
+        let mut libs: Vec<String> = folded.iter().map(|f| library_label(f)).collect();
+        libs.dedup();
+        let _ = writeln!(
+            out,
+            "        {}",
+            paint(
+                "2",
+                &format!(
+                    "... {} library frame{} ({})",
+                    folded.len(),
+                    if folded.len() == 1 { "" } else { "s" },
+                    libs.join(", ")
+                )
+            )
+        );
+        folded.clear();
+    };
+    for f in &g.stack {
+        if f.own_code {
+            flush(out, &mut folded);
+            let _ = writeln!(
+                out,
+                "    {} {}",
+                paint("1;33", ">>"),
+                paint("1", &frame_long(f))
+            );
+        } else {
+            folded.push(f);
+        }
+    }
+    flush(out, &mut folded);
+    if g.stack.is_empty() {
+        let _ = writeln!(
+            out,
+            "    (no stack: stacks disabled or the stack was not captured)"
+        );
+    }
+}
+
+/// "function (file:line)" with the file shortened.
+fn frame_short(f: &Frame) -> String {
+    let func = f
+        .function
+        .clone()
+        .unwrap_or_else(|| format!("{} in {}", f.address, module_name(&f.module)));
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{func} ({}:{line})", short_path(file)),
+        (Some(file), None) => format!("{func} ({})", short_path(file)),
+        _ => func,
+    }
+}
+
+fn frame_long(f: &Frame) -> String {
+    let inl = if f.inlined { " [inlined]" } else { "" };
+    format!("{}{inl}", frame_short(f))
+}
+
+/// A short name for a library frame: the crate or package, else the module file.
+fn library_label(f: &Frame) -> String {
+    if let (Some(func), Some(file)) = (&f.function, &f.file) {
+        if file.contains("/rustc/") || file.contains("/.cargo/") {
+            let name = func.trim_start_matches('<');
+            return name.split("::").next().unwrap_or(name).to_string();
+        }
+    }
+    module_name(&f.module)
+}
+
+fn module_name(module: &str) -> String {
+    Path::new(module)
+        .file_name()
+        .map_or_else(|| module.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Paths under the current directory are shown relative to it.
+fn short_path(file: &str) -> String {
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(rel) = Path::new(file).strip_prefix(&cwd)
+    {
+        return rel.display().to_string();
+    }
+    file.to_string()
+}
+
+/// "3-7, 9, 12-13".
+pub fn fd_ranges(fds: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < fds.len() {
+        let start = fds[i];
+        let mut end = start;
+        while i + 1 < fds.len() && fds[i + 1] == end + 1 {
+            i += 1;
+            end = fds[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(", ")
+}
+
+/// Human duration from milliseconds.
+pub fn age(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_ages() {
+        assert_eq!(fd_ranges(&[3, 4, 5, 7, 9, 10]), "3-5, 7, 9-10");
+        assert_eq!(fd_ranges(&[]), "");
+        assert_eq!(age(999), "999 ms");
+        assert_eq!(age(2500), "2.5 s");
+        assert_eq!(age(125_000), "2m05s");
+    }
+}

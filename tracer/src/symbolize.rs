@@ -1,0 +1,135 @@
+//! Addresses to functions, source files and lines (with inlined frames and demangled names),
+//! from the ELF files alone: works after the traced process has exited.
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer as Blaze,
+    source::{Elf, Source},
+};
+
+/// One symbolized frame (an address can expand into several through inlining).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Inlined into the frame that follows it.
+    pub inlined: bool,
+}
+
+/// Caching symbolizer.
+pub struct Symbolizer {
+    blaze: Blaze,
+    cache: HashMap<(Arc<Path>, u64), Arc<[SymFrame]>>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self {
+            blaze: Blaze::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            cache: HashMap::new(),
+        }
+    }
+}
+
+impl Symbolizer {
+    /// Symbolizes file addresses of one ELF file; each result lists frames innermost first.
+    pub fn symbolize(&mut self, path: &Arc<Path>, svmas: &[u64]) -> Vec<Arc<[SymFrame]>> {
+        let missing: Vec<u64> = svmas
+            .iter()
+            .copied()
+            .filter(|a| !self.cache.contains_key(&(path.clone(), *a)))
+            .collect();
+        if !missing.is_empty() {
+            let src = Source::Elf(Elf::new(path.to_path_buf()));
+            let results = self
+                .blaze
+                .symbolize(&src, Input::VirtOffset(&missing))
+                .unwrap_or_default();
+            for (i, addr) in missing.iter().enumerate() {
+                let frames = match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => expand(sym),
+                    _ => vec![SymFrame::default()],
+                };
+                self.cache.insert((path.clone(), *addr), frames.into());
+            }
+        }
+        svmas
+            .iter()
+            .map(|a| self.cache[&(path.clone(), *a)].clone())
+            .collect()
+    }
+}
+
+/// A symbol and its inlined callees as frames, innermost first. blazesym gives the outer
+/// function with the location of its call into the first inlined function, then each inlined
+/// function with the location inside it.
+fn expand(sym: &blazesym::symbolize::Sym<'_>) -> Vec<SymFrame> {
+    let code = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| match ci {
+        Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+        None => (None, None),
+    };
+    let mut frames = Vec::with_capacity(sym.inlined.len() + 1);
+    for f in sym.inlined.iter().rev() {
+        let (file, line) = code(f.code_info.as_ref());
+        frames.push(SymFrame {
+            function: Some(f.name.to_string()),
+            file,
+            line,
+            inlined: true,
+        });
+    }
+    let (file, line) = code(sym.code_info.as_deref());
+    frames.push(SymFrame {
+        function: Some(sym.name.to_string()),
+        file,
+        line,
+        inlined: false,
+    });
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    #[test]
+    fn symbolizes_own_function_with_line() {
+        let exe: Arc<Path> = Arc::from(std::env::current_exe().unwrap().as_path());
+        let space = crate::procmaps::read_proc_maps(std::process::id(), 1).unwrap();
+        let addr = marker as usize as u64;
+        let m = space.find(addr).unwrap().clone();
+        // Position-independent test binary: the file address is the offset into the mapping
+        // plus the segment's file offset plus (for the usual layout) nothing else.
+        let obj_bias = {
+            let data = std::fs::read(&*exe).unwrap();
+            let obj = object::File::parse(&*data).unwrap();
+            use object::{Object as _, ObjectSegment as _};
+            let seg = obj
+                .segments()
+                .find(|s| {
+                    let (off, size) = s.file_range();
+                    m.pgoff >= off & !4095 && m.pgoff < off + size
+                })
+                .unwrap();
+            m.start - (seg.address() - seg.file_range().0 + m.pgoff)
+        };
+        let frames = Symbolizer::default().symbolize(&exe, &[addr - obj_bias]);
+        let f = frames[0].last().unwrap();
+        assert!(f.function.as_deref().unwrap().ends_with("marker"), "{f:?}");
+        assert!(
+            f.file.as_deref().unwrap().ends_with("symbolize.rs"),
+            "{f:?}"
+        );
+        assert!(f.line.is_some());
+    }
+}

@@ -1,0 +1,275 @@
+//! Complete user stacks from the registers and stack bytes the kernel copied at the syscall.
+//!
+//! framehop walks the copy with each module's DWARF call-frame information (`.eh_frame`, or
+//! `.debug_frame` for Go) and falls back to frame pointers where a module has none. This does not
+//! depend on frame pointers, which glibc's syscall wrappers and Rust's std do not keep.
+use std::{collections::HashMap, fs::File, ops::Range, path::Path, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+use tracer_common::UserRegs;
+
+use crate::procmaps::{AddressSpace, Mapping};
+
+/// Most frames kept per stack.
+pub const MAX_FRAMES: usize = 128;
+
+/// One frame of an unwound stack.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RawFrame {
+    /// The file the address belongs to (None: not in any known mapping).
+    pub path: Option<Arc<Path>>,
+    /// Address to look up in that file's own address space (return addresses minus one).
+    pub svma: u64,
+    /// Address in the process.
+    pub avma: u64,
+}
+
+/// What unwinding needs from one ELF file, read once per file.
+struct ObjectInfo {
+    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
+    debug_frame: Option<Arc<[u8]>>,
+    text: Option<Range<u64>>,
+    got: Option<Range<u64>>,
+    /// (p_vaddr, p_offset, p_filesz) of each loadable segment.
+    loads: Vec<(u64, u64, u64)>,
+}
+
+impl ObjectInfo {
+    fn load(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: read-only mapping of a file we only read; a concurrent truncation could fault,
+        // as with any mmap-based ELF reader.
+        let data = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("mapping {}", path.display()))?;
+        let obj = object::File::parse(&*data)
+            .with_context(|| format!("parsing ELF {}", path.display()))?;
+        let section = |name: &str| -> Option<(Range<u64>, Arc<[u8]>)> {
+            let s = obj.section_by_name(name)?;
+            let bytes = s.uncompressed_data().ok()?;
+            Some((s.address()..s.address() + s.size(), Arc::from(&*bytes)))
+        };
+        let range = |name: &str| {
+            obj.section_by_name(name)
+                .map(|s| s.address()..s.address() + s.size())
+        };
+        let eh_frame = section(".eh_frame");
+        Ok(Self {
+            // Go binaries have no .eh_frame; their (compressed) .debug_frame describes them.
+            debug_frame: if eh_frame.is_none() {
+                section(".debug_frame").map(|(_, d)| d)
+            } else {
+                None
+            },
+            eh_frame,
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            text: range(".text"),
+            got: range(".got"),
+            loads: obj
+                .segments()
+                .map(|s| {
+                    let (offset, filesz) = s.file_range();
+                    (s.address(), offset, filesz)
+                })
+                .collect(),
+        })
+    }
+
+    /// Load bias (process address minus file address) of a mapping of this file.
+    fn bias(&self, m: &Mapping) -> u64 {
+        const PAGE: u64 = 4096;
+        let seg = self
+            .loads
+            .iter()
+            .find(|&&(_, off, size)| m.pgoff >= off & !(PAGE - 1) && m.pgoff < off + size.max(1))
+            .or_else(|| self.loads.first());
+        match seg {
+            Some(&(vaddr, off, _)) => m
+                .start
+                .wrapping_sub(vaddr.wrapping_sub(off).wrapping_add(m.pgoff)),
+            None => m.start.wrapping_sub(m.pgoff),
+        }
+    }
+
+    fn module(&self, m: &Mapping, bias: u64) -> Module<Arc<[u8]>> {
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text.clone(),
+            got_svma: self.got.clone(),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            debug_frame: self.debug_frame.clone(),
+            ..Default::default()
+        };
+        Module::new(m.path.display().to_string(), m.start..m.end, bias, info)
+    }
+}
+
+/// A process's unwinder, rebuilt when its mappings change.
+struct ProcUnwinder {
+    generation: u64,
+    unwinder: UnwinderX86_64<Arc<[u8]>>,
+    cache: CacheX86_64,
+    /// (range, path, bias) of each module, sorted by start.
+    modules: Vec<(Range<u64>, Arc<Path>, u64)>,
+}
+
+/// Unwinds stacks of any number of processes, caching per-file unwind data.
+#[derive(Default)]
+pub struct Unwinder {
+    objects: HashMap<Arc<Path>, Option<Arc<ObjectInfo>>>,
+    procs: HashMap<u32, ProcUnwinder>,
+}
+
+impl Unwinder {
+    /// Unwinds one stack. The first frame is the instruction pointer (inside the syscall
+    /// wrapper); unwinding stops at the stack's root, a frame outside the copy, or
+    /// [`MAX_FRAMES`].
+    pub fn unwind(
+        &mut self,
+        pid: u32,
+        space: &AddressSpace,
+        regs: &UserRegs,
+        stack: &[u8],
+    ) -> Vec<RawFrame> {
+        let proc = self.proc_unwinder(pid, space);
+        let sp = regs.sp;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(off..off + 8).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut frames = Vec::new();
+        let mut iter = proc.unwinder.iter_frames(
+            regs.ip,
+            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+            &mut proc.cache,
+            &mut read_stack,
+        );
+        while let Ok(Some(frame)) = iter.next() {
+            let lookup = frame.address_for_lookup();
+            let avma = match frame {
+                FrameAddress::InstructionPointer(a) => a,
+                FrameAddress::ReturnAddress(a) => a.get(),
+            };
+            let module = proc
+                .modules
+                .iter()
+                .find(|(range, _, _)| range.contains(&lookup));
+            frames.push(RawFrame {
+                path: module.map(|(_, p, _)| p.clone()),
+                svma: module.map_or(lookup, |(_, _, bias)| lookup.wrapping_sub(*bias)),
+                avma,
+            });
+            if frames.len() >= MAX_FRAMES {
+                break;
+            }
+        }
+        frames
+    }
+
+    /// Forgets a process's unwinder (its mappings are gone).
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    fn proc_unwinder(&mut self, pid: u32, space: &AddressSpace) -> &mut ProcUnwinder {
+        let stale = self
+            .procs
+            .get(&pid)
+            .is_none_or(|p| p.generation != space.generation);
+        if stale {
+            let mut unwinder = UnwinderX86_64::new();
+            let mut modules = Vec::new();
+            for m in &space.mappings {
+                let Some(obj) = self.object(&m.path) else {
+                    continue;
+                };
+                let bias = obj.bias(m);
+                unwinder.add_module(obj.module(m, bias));
+                modules.push((m.start..m.end, m.path.clone(), bias));
+            }
+            self.procs.insert(
+                pid,
+                ProcUnwinder {
+                    generation: space.generation,
+                    unwinder,
+                    cache: CacheX86_64::new(),
+                    modules,
+                },
+            );
+        }
+        self.procs.get_mut(&pid).expect("inserted above")
+    }
+
+    fn object(&mut self, path: &Arc<Path>) -> Option<Arc<ObjectInfo>> {
+        self.objects
+            .entry(path.clone())
+            .or_insert_with(|| ObjectInfo::load(path).ok().map(Arc::new))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procmaps::read_proc_maps;
+
+    #[inline(never)]
+    fn capture(out: &mut Option<(UserRegs, Vec<u8>)>) {
+        // Registers and stack of this very frame, as the kernel would copy them at a syscall.
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads rip/rsp/rbp at one point without changing them.
+        unsafe {
+            std::arch::asm!("lea {}, [rip]", "mov {}, rsp", "mov {}, rbp", out(reg) ip, out(reg) sp, out(reg) bp)
+        };
+        let len = 16384usize;
+        let mut bytes = vec![0u8; len];
+        let top = stack_top(sp);
+        let n = (top - sp).min(len as u64) as usize;
+        // SAFETY: [sp, top) is this thread's mapped stack.
+        unsafe { std::ptr::copy_nonoverlapping(sp as *const u8, bytes.as_mut_ptr(), n) };
+        bytes.truncate(n);
+        *out = Some((UserRegs { ip, sp, bp }, bytes));
+    }
+
+    fn stack_top(sp: u64) -> u64 {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        for line in maps.lines() {
+            let range = line.split(' ').next().unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap(),
+                u64::from_str_radix(b, 16).unwrap(),
+            );
+            if (a..b).contains(&sp) {
+                return b;
+            }
+        }
+        panic!("no mapping for sp");
+    }
+
+    #[test]
+    fn unwinds_own_stack_through_std() {
+        let mut out = None;
+        capture(&mut out);
+        let (regs, stack) = out.unwrap();
+        let space = read_proc_maps(std::process::id(), 1).unwrap();
+        let frames = Unwinder::default().unwind(std::process::id(), &space, &regs, &stack);
+        assert!(frames.len() >= 3, "{frames:?}");
+        let exe = std::env::current_exe().unwrap();
+        assert!(frames.iter().all(|f| f.path.is_some()));
+        assert!(
+            frames[..3]
+                .iter()
+                .any(|f| f.path.as_deref() == Some(exe.as_path()))
+        );
+    }
+}
