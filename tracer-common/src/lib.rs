@@ -19,10 +19,10 @@ pub const SOCKADDR_MAX: usize = 128;
 /// that holds the stack from the syscall's stack pointer up to the end of its mapping, capped by
 /// [`Config::stack_max`]. Each class is a distinct constant because ring-buffer reservations must
 /// have a size known to the verifier.
-pub const STACK_CLASSES: [usize; 6] = [1024, 2048, 4096, 8192, 16384, 32768];
+pub const STACK_CLASSES: [usize; 7] = [1024, 2048, 4096, 8192, 16384, 32768, 65536];
 
 /// The largest stack copy the kernel side can attach to one acquisition.
-pub const STACK_MAX: usize = 32768;
+pub const STACK_MAX: usize = 65536;
 
 /// Maximum number of traced processes tracked at once.
 pub const MAX_PROCS: u32 = 16384;
@@ -124,7 +124,7 @@ pub mod counter {
     pub const FD_MAP_FULL: u32 = 3;
     /// Acquisitions whose user stack could not be read.
     pub const STACK_UNREADABLE: u32 = 4;
-    /// Syscalls whose arguments could not be remembered (in-flight map full).
+    /// Execs whose close-on-exec releases could not be prepared (exec map full).
     pub const INFLIGHT_LOST: u32 = 5;
     /// Traced processes not registered because the process map was full.
     pub const PROC_MAP_FULL: u32 = 6;
@@ -185,19 +185,6 @@ pub struct ProcState {
     pub flags: u32,
 }
 
-/// Value of the `INFLIGHT` map: a traced syscall's arguments kept from entry to exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct Inflight {
-    /// The first four syscall arguments.
-    pub args: [u64; 4],
-    /// Syscall-specific extra fact taken at entry (exec: descriptor-table size).
-    pub aux: u64,
-    /// [`syscall`] identifier.
-    pub syscall: u16,
-    pub _pad: [u16; 3],
-}
-
 /// User-mode registers at the syscall, the unwinder's starting point.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -236,7 +223,8 @@ pub struct AcquireEvent {
     /// directory descriptor of open* (AT_FDCWD for open/creat), or the source descriptor of
     /// dup/accept.
     pub arg: u64,
-    /// Inode numbers of `fd` and `fd2` (0 if unknown).
+    /// Inode numbers of `fd` and `fd2`; only read for pipes, socket pairs and duplicates of
+    /// untracked descriptors, else 0.
     pub ino: [u64; 2],
     /// User registers at the syscall.
     pub regs: UserRegs,
@@ -248,7 +236,8 @@ pub struct AcquireEvent {
     pub fd2: i32,
     /// [`syscall`] identifier.
     pub syscall: u16,
-    /// `i_mode` of `fd`'s inode (file type bits), 0 if unknown.
+    /// `i_mode` of `fd`'s inode (file type bits); only read for duplicates of untracked
+    /// descriptors, else 0.
     pub i_mode: u16,
     /// Bytes of `name` in use; larger than [`NAME_MAX`] means truncated.
     pub name_len: u32,
@@ -352,7 +341,8 @@ pub struct Config {
     pub offsets: KernelOffsets,
     /// Largest stack copy per acquisition, in bytes (0 disables stacks).
     pub stack_max: u32,
-    pub _pad: u32,
+    /// Unread bytes in the ring buffer above which a record wakes the collector.
+    pub wakeup_bytes: u32,
 }
 
 #[cfg(feature = "user")]

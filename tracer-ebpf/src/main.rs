@@ -19,30 +19,28 @@
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_xadd},
-    mem::size_of,
+    mem::{MaybeUninit, size_of},
     ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
 use aya_ebpf::{
-    bindings::{
-        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
-    },
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::{
             bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
             bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
-    ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, Inflight, KernelOffsets,
-    MAX_PROCS, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent,
-    UserRegs, counter, event, fd_flag, proc_flag, release, syscall,
+    ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, KernelOffsets, MAX_PROCS,
+    NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent, UserRegs,
+    counter, event, fd_flag, proc_flag, release, syscall,
 };
 
 /// Written by userspace before load (kernel offsets, stack size).
@@ -67,7 +65,7 @@ static CONFIG: Config = Config {
         binprm_filename: 0,
     },
     stack_max: 0,
-    _pad: 0,
+    wakeup_bytes: 0,
 };
 
 /// The traced processes (the in-kernel filter).
@@ -78,9 +76,9 @@ static TRACED: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0)
 #[map]
 static OPEN_FDS: HashMap<FdKey, FdEntry> = HashMap::with_max_entries(1, 0);
 
-/// Arguments of traced syscalls between entry and exit, by thread id.
+/// Descriptor-table size of a traced thread's pending exec, by thread id.
 #[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+static EXEC_FDS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Kernel syscall number -> [`syscall`] identifier (0: not traced). Filled by userspace.
 #[map]
@@ -95,7 +93,7 @@ static STACK_VMA: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16384
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Per-CPU acquisition sequence; seq = (count << 12) | cpu.
+/// Per-CPU acquisition sequence, seeded by userspace with `cpu << 48`.
 #[map]
 static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -129,6 +127,8 @@ fn bump(index: u32, by: u64) {
     }
 }
 
+/// A new acquisition id. Userspace seeds each CPU's counter with `cpu << 48`, so ids are unique
+/// across CPUs without asking which CPU this is.
 #[inline(always)]
 fn next_seq() -> u64 {
     let Some(ptr) = SEQ.get_ptr_mut(0) else {
@@ -136,31 +136,31 @@ fn next_seq() -> u64 {
     };
     // SAFETY: valid per-CPU map value. Tracepoint programs run with preemption disabled, so a
     // plain per-CPU increment cannot interleave with another on the same CPU.
-    let n = unsafe {
+    unsafe {
         *ptr += 1;
         *ptr
-    };
-    // SAFETY: helper without preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    (n << 12) | (cpu & 0xfff)
+    }
 }
 
-/// Reads a `T` from kernel memory at `base + off`.
+/// Reads a `T` (plain integers only) from kernel memory at `base + off`.
 #[inline(always)]
-fn kread<T: Default>(base: u64, off: u64) -> Option<T> {
+fn kread<T: Copy>(base: u64, off: u64) -> Option<T> {
     if base == 0 {
         return None;
     }
-    let mut v = T::default();
-    // SAFETY: bpf_probe_read_kernel validates the source address.
+    // Not zero-initialized: on the BPF target zeroing a large value is a byte-by-byte memset
+    // call, and the helper writes every byte (zeros on failure, which we do not use).
+    let mut v = MaybeUninit::<T>::uninit();
+    // SAFETY: bpf_probe_read_kernel validates the source address and fills `v`.
     let r = unsafe {
         bpf_probe_read_kernel(
-            addr_of_mut!(v).cast(),
+            v.as_mut_ptr().cast(),
             size_of::<T>() as u32,
             (base + off) as *const c_void,
         )
     };
-    (r == 0).then_some(v)
+    // SAFETY: on success every byte of `v` was written.
+    (r == 0).then(|| unsafe { v.assume_init() })
 }
 
 /// The descriptor table (`struct fdtable *`) of a task.
@@ -203,11 +203,9 @@ fn fd_inode(fdt: u64, fd: i32) -> (u64, u16) {
 
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    // Waking the consumer costs an IPI per record; wake only once the ring is an eighth full.
-    // Userspace also polls on a short timer.
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if avail > size / 8 {
+    // Waking the consumer costs an IPI per record; wake it only once the ring holds
+    // `wakeup_bytes` (userspace also drains on a short timer).
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > config_u32(addr_of!(CONFIG.wakeup_bytes)) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -231,7 +229,12 @@ fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
     match EVENTS.reserve::<ReleaseEvent>(0) {
         Some(mut rec) => {
             rec.write(ReleaseEvent {
-                header: header(event::RELEASE, tgid),
+                // Releases carry no time (nothing needs it; it saves a helper call).
+                header: EventHeader {
+                    kind: event::RELEASE,
+                    tgid,
+                    ts_ns: 0,
+                },
                 seq,
                 fd: fd as i32,
                 how,
@@ -284,48 +287,46 @@ fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
 // Syscalls: raw tracepoints sys_enter(regs, id) and sys_exit(regs, ret) see every syscall of
 // every process; one array lookup discards the syscalls tracer does not hook.
 
-/// The user registers saved at syscall entry (x86_64 `struct pt_regs`, a stable ABI).
+/// Offsets in the x86_64 `struct pt_regs` (a stable ABI) of the registers used here.
 #[cfg(bpf_target_arch = "x86_64")]
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PtRegs {
-    r15: u64,
-    r14: u64,
-    r13: u64,
-    r12: u64,
-    bp: u64,
-    bx: u64,
-    r11: u64,
-    r10: u64,
-    r9: u64,
-    r8: u64,
-    ax: u64,
-    cx: u64,
-    dx: u64,
-    si: u64,
-    di: u64,
-    orig_ax: u64,
-    ip: u64,
-    cs: u64,
-    flags: u64,
-    sp: u64,
-    ss: u64,
+mod regs {
+    pub const BP: u64 = 4 * 8;
+    pub const R10: u64 = 7 * 8;
+    pub const DX: u64 = 12 * 8;
+    pub const SI: u64 = 13 * 8;
+    pub const DI: u64 = 14 * 8;
+    pub const ORIG_AX: u64 = 15 * 8;
+    pub const IP: u64 = 16 * 8;
+    pub const SP: u64 = 19 * 8;
 }
 
-#[cfg(bpf_target_arch = "x86_64")]
-impl PtRegs {
-    #[inline(always)]
-    fn args(&self) -> [u64; 4] {
-        [self.di, self.si, self.dx, self.r10]
-    }
+/// Loads a saved register. `regs` is the BTF-typed `struct pt_regs *` of a tp_btf program, which
+/// the verifier lets us read directly (no helper call: this runs on every syscall).
+#[inline(always)]
+fn reg(regs: *const u64, off: u64) -> u64 {
+    // SAFETY: `regs` points to the task's saved registers; the verifier checks the access
+    // against the kernel's BTF and the JIT guards it.
+    unsafe { *regs.add((off / 8) as usize) }
+}
 
-    #[inline(always)]
-    fn user(&self) -> UserRegs {
-        UserRegs {
-            ip: self.ip,
-            sp: self.sp,
-            bp: self.bp,
-        }
+/// The first four syscall arguments.
+#[inline(always)]
+fn syscall_args(regs: *const u64) -> [u64; 4] {
+    [
+        reg(regs, regs::DI),
+        reg(regs, regs::SI),
+        reg(regs, regs::DX),
+        reg(regs, regs::R10),
+    ]
+}
+
+/// Instruction, stack and frame pointers of user mode.
+#[inline(always)]
+fn user_regs(regs: *const u64) -> UserRegs {
+    UserRegs {
+        ip: reg(regs, regs::IP),
+        sp: reg(regs, regs::SP),
+        bp: reg(regs, regs::BP),
     }
 }
 
@@ -338,16 +339,21 @@ fn hooked(nr: u64) -> u16 {
     SYSCALLS.get(nr as u32).copied().unwrap_or(0)
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    // Acquisitions are handled at exit only; entry handles releases (before the number can be
+    // reused) and exec (which needs the descriptor table as it was).
     let id = hooked(ctx.arg::<u64>(1));
-    if id == 0 {
+    if id != syscall::CLOSE
+        && id != syscall::CLOSE_RANGE
+        && id != syscall::EXECVE
+        && id != syscall::EXECVEAT
+    {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let regs: PtRegs = kread(ctx.arg::<u64>(0), 0).unwrap_or_default();
-    let args = regs.args();
+    let args = syscall_args(ctx.arg::<*const u64>(0));
     if id == syscall::CLOSE {
         // No filter lookup: only traced processes have entries.
         let fd = args[0] as i32;
@@ -356,70 +362,59 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         }
         return 0;
     }
-    // SAFETY: read-only use of a map value.
-    let Some(state) = (unsafe { TRACED.get(&tgid) }) else {
-        return 0;
-    };
-    if state.flags & proc_flag::TRACE_SELF == 0 {
+    if !traced(tgid) {
         return 0;
     }
-    let mut aux = 0;
-    match id {
-        syscall::CLOSE_RANGE => {
-            close_range(tgid, args[0] as u32, args[1] as u32, args[2]);
-            return 0;
-        }
-        syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => return 0,
-        syscall::SIGNALFD | syscall::SIGNALFD4 if args[0] as i32 != -1 => return 0,
-        syscall::EXECVE | syscall::EXECVEAT => {
-            aux = current_fdt()
-                .and_then(|fdt| kread::<u32>(fdt, off!(fdt_max_fds)))
-                .unwrap_or(0) as u64;
-        }
-        _ => {}
+    if id == syscall::CLOSE_RANGE {
+        close_range(tgid, args[0] as u32, args[1] as u32, args[2]);
+        return 0;
     }
-    let inflight = Inflight {
-        args,
-        aux,
-        syscall: id,
-        _pad: [0; 3],
-    };
-    if INFLIGHT.insert(&(pid_tgid as u32), &inflight, 0).is_err() {
+    let max_fds = current_fdt()
+        .and_then(|fdt| kread::<u32>(fdt, off!(fdt_max_fds)))
+        .unwrap_or(0);
+    if EXEC_FDS.insert(&(pid_tgid as u32), &max_fds, 0).is_err() {
         bump(counter::INFLIGHT_LOST, 1);
     }
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let regs_ptr: u64 = ctx.arg(0);
-    let nr: u64 = kread(regs_ptr, 15 * 8).unwrap_or(u64::MAX); // orig_ax
-    let id = hooked(nr);
+/// Whether `tgid`'s own descriptors are accounted.
+#[inline(always)]
+fn traced(tgid: u32) -> bool {
+    // SAFETY: read-only use of a map value.
+    unsafe { TRACED.get(&tgid) }.is_some_and(|s| s.flags & proc_flag::TRACE_SELF != 0)
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs_ptr: *const u64 = ctx.arg(0);
+    let id = hooked(reg(regs_ptr, regs::ORIG_AX));
     if id == 0 || id == syscall::CLOSE || id == syscall::CLOSE_RANGE {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let Some(ptr) = INFLIGHT.get_ptr(&tid) else {
+    if id == syscall::EXECVE || id == syscall::EXECVEAT {
+        // A failed exec leaves its entry behind (a successful one was consumed).
+        let _ = EXEC_FDS.remove(&(pid_tgid as u32));
         return 0;
-    };
-    // SAFETY: copy out of a valid map value before deleting it.
-    let inflight = unsafe { *ptr };
-    let _ = INFLIGHT.remove(&tid);
+    }
     let ret: i64 = ctx.arg(1);
+    let connecting = (id == syscall::CONNECT || id == syscall::BIND) && ret == -EINPROGRESS;
+    if ret < 0 && !connecting {
+        return 0;
+    }
     let tgid = (pid_tgid >> 32) as u32;
-    match inflight.syscall {
-        syscall::EXECVE | syscall::EXECVEAT => {}
-        syscall::CONNECT | syscall::BIND => {
-            if ret == 0 || ret == -EINPROGRESS {
-                sockaddr(tgid, &inflight);
-            }
-        }
-        _ if ret >= 0 => {
-            let regs: PtRegs = kread(regs_ptr, 0).unwrap_or_default();
-            acquire(tgid, tid, &inflight, ret, &regs.user());
-        }
-        _ => {}
+    if !traced(tgid) {
+        return 0;
+    }
+    // The argument registers are still as they were at entry.
+    let args = syscall_args(regs_ptr);
+    match id {
+        syscall::CONNECT | syscall::BIND => sockaddr(tgid, id, &args),
+        syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => {}
+        // signalfd on an existing descriptor only changes its mask.
+        syscall::SIGNALFD | syscall::SIGNALFD4 if args[0] as i32 != -1 => {}
+        _ => acquire(tgid, pid_tgid as u32, id, &args, ret, &user_regs(regs_ptr)),
     }
     0
 }
@@ -434,9 +429,7 @@ fn user_fd_pair(ptr: u64) -> (i32, i32) {
 }
 
 #[inline(always)]
-fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64, regs: &UserRegs) {
-    let a = &inflight.args;
-    let sys = inflight.syscall;
+fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserRegs) {
     let (fd, fd2) = match sys {
         syscall::PIPE | syscall::PIPE2 => user_fd_pair(a[0]),
         syscall::SOCKETPAIR => user_fd_pair(a[3]),
@@ -499,9 +492,19 @@ fn acquire(tgid: u32, tid: u32, inflight: &Inflight, ret: i64, regs: &UserRegs) 
         _ if src_fd >= 0 => src_fd as u64,
         _ => 0,
     };
-    let fdt = current_fdt().unwrap_or(0);
-    let (ino, i_mode) = fd_inode(fdt, fd);
-    let (ino2, _) = fd_inode(fdt, fd2);
+    // The inode is only needed where the syscall does not say what the descriptor is (a
+    // duplicate of an untracked one) and to name pipes; opened paths are classified later.
+    let need_inode = (src_fd >= 0 && src_seq == 0)
+        || sys == syscall::PIPE
+        || sys == syscall::PIPE2
+        || sys == syscall::SOCKETPAIR;
+    let (ino, i_mode, ino2) = if need_inode {
+        let fdt = current_fdt().unwrap_or(0);
+        let (ino, i_mode) = fd_inode(fdt, fd);
+        (ino, i_mode, fd_inode(fdt, fd2).0)
+    } else {
+        (0, 0, 0)
+    };
     let acq = Acquisition {
         tgid,
         tid,
@@ -592,7 +595,8 @@ fn stack_extent(task: *mut c_void, tid: u32, sp: u64) -> u64 {
             return end - sp;
         }
     }
-    let mut range = VmaRange { start: 0, end: 0 };
+    // `end: sp` marks "not found" (and avoids a zeroing memset call).
+    let mut range = VmaRange { start: 0, end: sp };
     // SAFETY: task is the current task's BTF pointer; the callback only writes `range`.
     let r = unsafe {
         bpf_find_vma(
@@ -654,8 +658,10 @@ fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
         emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want);
     } else if want <= STACK_CLASSES[4] as u64 {
         emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want);
-    } else {
+    } else if want <= STACK_CLASSES[5] as u64 {
         emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want);
+    } else {
+        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want);
     }
 }
 
@@ -747,8 +753,8 @@ unsafe fn read_name(dst: *mut u8, src: NameSrc) -> u32 {
 
 /// Records the address a tracked socket connected or bound to.
 #[inline(always)]
-fn sockaddr(tgid: u32, inflight: &Inflight) {
-    let fd = inflight.args[0] as i32;
+fn sockaddr(tgid: u32, sys: u16, args: &[u64; 4]) {
+    let fd = args[0] as i32;
     if fd < 0 {
         return;
     }
@@ -766,7 +772,7 @@ fn sockaddr(tgid: u32, inflight: &Inflight) {
         return;
     };
     let ev = rec.as_mut_ptr();
-    let mut len = inflight.args[2] as u32;
+    let mut len = args[2] as u32;
     if len > SOCKADDR_MAX as u32 {
         len = SOCKADDR_MAX as u32;
     }
@@ -775,12 +781,12 @@ fn sockaddr(tgid: u32, inflight: &Inflight) {
         (*ev).header = header(event::SOCKADDR, tgid);
         (*ev).seq = seq;
         (*ev).fd = fd;
-        (*ev).syscall = inflight.syscall as u32;
+        (*ev).syscall = sys as u32;
         (*ev)._pad = 0;
         let r = bpf_probe_read_user(
             addr_of_mut!((*ev).addr).cast(),
             len,
-            inflight.args[1] as *const c_void,
+            args[1] as *const c_void,
         );
         (*ev).len = if r == 0 { len } else { 0 };
     }
@@ -981,12 +987,12 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     }
     // The thread that called exec (its id before exec took over the thread group).
     let old_tid = ctx.arg::<u64>(1) as u32;
-    let scan = match INFLIGHT.get_ptr(&old_tid) {
+    let scan = match EXEC_FDS.get_ptr(&old_tid) {
         // SAFETY: valid map value.
-        Some(ptr) => (unsafe { (*ptr).aux }) as u32,
+        Some(ptr) => unsafe { *ptr },
         None => 0,
     };
-    let _ = INFLIGHT.remove(&old_tid);
+    let _ = EXEC_FDS.remove(&old_tid);
     let fdt = current_fdt().unwrap_or(0);
     let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
     let mut l = FdLoop {

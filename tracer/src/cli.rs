@@ -23,14 +23,15 @@ pub enum Command {
 /// Options of the kernel-side capture shared by every mode.
 #[derive(Debug, Clone, Args)]
 pub struct CaptureArgs {
-    /// Bytes of user stack copied per acquisition for unwinding (0 disables stacks).
-    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    /// Bytes of user stack copied per acquisition for unwinding, at most 65536 (0 disables
+    /// stacks). Deep async stacks (tokio, hyper) need the default or more.
+    #[arg(long, value_name = "BYTES", default_value_t = 32768, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub stack_size: u32,
     /// Capacity of the kernel's table of outstanding descriptors.
     #[arg(long, value_name = "N", default_value_t = 262_144)]
     pub max_fds: u32,
     /// Kernel-to-collector ring buffer size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub ring_mib: u32,
 }
 

@@ -248,11 +248,13 @@ fn sockaddr_family(raw: &[u8]) -> Option<u16> {
     Some(u16::from_ne_bytes(raw.get(..2)?.try_into().ok()?))
 }
 
-/// Renders a raw `struct sockaddr` (IPv4, IPv6, unix).
+/// Renders a raw `struct sockaddr` (IPv4, IPv6, unix); `None` for unspecified ports (a bind to
+/// port 0 says nothing about the port the kernel picked).
 pub fn parse_sockaddr(raw: &[u8]) -> Option<String> {
     let family = sockaddr_family(raw)? as i32;
     let port = |b: &[u8]| u16::from_be_bytes([b[2], b[3]]);
     match family {
+        libc::AF_INET | libc::AF_INET6 if raw.len() >= 4 && port(raw) == 0 => None,
         libc::AF_INET if raw.len() >= 8 => {
             let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
             Some(SocketAddr::V4(SocketAddrV4::new(ip, port(raw))).to_string())

@@ -36,8 +36,15 @@ struct ObjectInfo {
     debug_frame: Option<Arc<[u8]>>,
     text: Option<Range<u64>>,
     got: Option<Range<u64>>,
-    /// (p_vaddr, p_offset, p_filesz) of each loadable segment.
-    loads: Vec<(u64, u64, u64)>,
+    loads: Vec<Load>,
+}
+
+/// A PT_LOAD segment.
+struct Load {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+    exec: bool,
 }
 
 impl ObjectInfo {
@@ -74,24 +81,39 @@ impl ObjectInfo {
                 .segments()
                 .map(|s| {
                     let (offset, filesz) = s.file_range();
-                    (s.address(), offset, filesz)
+                    let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
+                    Load {
+                        vaddr: s.address(),
+                        offset,
+                        filesz,
+                        exec,
+                    }
                 })
                 .collect(),
         })
     }
 
-    /// Load bias (process address minus file address) of a mapping of this file.
+    /// Load bias (process address minus file address) of a mapping of this file. The loader
+    /// maps each PT_LOAD segment from its page-aligned file offset, so the segment is the one
+    /// whose aligned offset is the mapping's offset (executable segments first: with lld the
+    /// read-only segment can extend into the page where the code starts).
     fn bias(&self, m: &Mapping) -> u64 {
         const PAGE: u64 = 4096;
+        let aligned = |off: u64| off & !(PAGE - 1);
         let seg = self
             .loads
             .iter()
-            .find(|&&(_, off, size)| m.pgoff >= off & !(PAGE - 1) && m.pgoff < off + size.max(1))
-            .or_else(|| self.loads.first());
+            .find(|l| l.exec && aligned(l.offset) == m.pgoff)
+            .or_else(|| self.loads.iter().find(|l| aligned(l.offset) == m.pgoff))
+            .or_else(|| {
+                self.loads
+                    .iter()
+                    .find(|l| m.pgoff >= aligned(l.offset) && m.pgoff < l.offset + l.filesz.max(1))
+            });
         match seg {
-            Some(&(vaddr, off, _)) => m
+            Some(l) => m
                 .start
-                .wrapping_sub(vaddr.wrapping_sub(off).wrapping_add(m.pgoff)),
+                .wrapping_sub(l.vaddr.wrapping_sub(l.offset).wrapping_add(m.pgoff)),
             None => m.start.wrapping_sub(m.pgoff),
         }
     }

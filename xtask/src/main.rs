@@ -1,1 +1,449 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | demo NAME | test | bench`.
+//!
+//! `setup` installs what building and testing tracer needs (idempotent: nothing already present
+//! is rebuilt): the nightly toolchain's rust-src, bpf-linker linked against nightly's own LLVM,
+//! gcc and Go (Debian packages) for the C and Go test programs.
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "tracer's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain pieces and packages tracer needs (idempotent).
+    Setup,
+    /// Set up, then build tracer (with its eBPF programs) and every demo.
+    Build,
+    /// Set up, build, and run a demo under `tracer run` (e.g. file-leak, http-leak, go-http-leak).
+    Demo {
+        /// Demo name: file-leak, file-fixed, http-leak, http-fixed, socket-leak, socket-fixed,
+        /// pipe-leak, pipe-fixed, dup-leak, dup-fixed, exec-inherit, exec-fixed, stress,
+        /// go-file-leak, go-file-fixed, go-http-leak, go-http-fixed, c-leaky.
+        name: String,
+        /// Extra arguments for the demo (e.g. -- --count 20).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the whole test suite as CI does (needs root: real eBPF).
+    Test,
+    /// Benchmark: a 1M open+close loop bare and under `tracer run`, in one invocation.
+    Bench {
+        /// Loop iterations.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
+        /// Runs of each variant (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            build()
+        }
+        Task::Demo { name, args } => {
+            setup()?;
+            build()?;
+            demo(&name, &args)
+        }
+        Task::Test => {
+            setup()?;
+            build()?;
+            test()
+        }
+        Task::Bench { iterations, runs } => {
+            setup()?;
+            build()?;
+            bench(iterations, runs)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// Where test and demo programs other than Rust ones are built.
+fn programs_dir() -> PathBuf {
+    target_dir().join("programs")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn have(program: &str) -> bool {
+    which(program).is_some()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    env::var_os("PATH")
+        .iter()
+        .flat_map(env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `apt-get ARGS`, through sudo when not root.
+fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = if is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Installs Debian packages.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !have("apt-get") {
+        bail!(
+            "apt-get not found: install {} with your package manager",
+            packages.join(" ")
+        );
+    }
+    let _ = apt_get(&["update", "-qq"]).status();
+    run(apt_get(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
+}
+
+fn setup() -> Result<()> {
+    // rust-src for the nightly toolchain (eBPF is built with -Z build-std=core).
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("the nightly toolchain is required (rustup toolchain install nightly)")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !have("bpf-linker") {
+        install_bpf_linker()?;
+    }
+    let mut missing = Vec::new();
+    if !have("gcc") {
+        missing.push("gcc");
+    }
+    if !have("go") {
+        missing.push("golang-go");
+    }
+    if !missing.is_empty() {
+        eprintln!("setup: installing {}", missing.join(" "));
+        if let Err(e) = apt_install(&missing) {
+            // gcc and Go only build test programs; their tests say why they are skipped.
+            eprintln!("setup: warning: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// bpf-linker 0.13 from crates.io, linked against the nightly toolchain's own libLLVM.
+fn install_bpf_linker() -> Result<()> {
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("reading nightly's LLVM version")?
+        .to_string();
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let nightly_lib = Path::new(sysroot.trim()).join("lib");
+    let llvm_so = fs::read_dir(&nightly_lib)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{llvm_major}")))
+        })
+        .with_context(|| format!("no libLLVM.so.{llvm_major}* in {}", nightly_lib.display()))?;
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let prefix = home.join(".cache/tracer/llvm");
+    fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&llvm_so, &link)?;
+    let cargo_home = env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+    eprintln!(
+        "setup: building bpf-linker 0.13.0 against nightly's LLVM {llvm_major} (about a minute, once)"
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "0.13.0",
+            "--locked",
+            "--no-default-features",
+        ])
+        .args(["--features", &format!("llvm-{llvm_major}")])
+        .arg("--root")
+        .arg(&cargo_home)
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", nightly_lib.display()),
+        ))?;
+    if !have("bpf-linker") {
+        bail!(
+            "bpf-linker was installed in {} which is not on PATH",
+            cargo_home.join("bin").display()
+        );
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "tracer",
+        "--package",
+        "demos",
+    ]))?;
+    build_programs()
+}
+
+/// Builds the C programs (gcc -O2 -g, no frame-pointer flags) and the Go demos.
+fn build_programs() -> Result<()> {
+    let out = programs_dir();
+    fs::create_dir_all(&out)?;
+    if have("gcc") {
+        for (src, bin) in [("leaky.c", "c-leaky"), ("openclose.c", "openclose")] {
+            run(Command::new("gcc")
+                .args(["-O2", "-g", "-o"])
+                .arg(out.join(bin))
+                .arg(root().join("demos/c").join(src)))?;
+        }
+    } else {
+        eprintln!("build: gcc not available: C programs not built");
+    }
+    if have("go") {
+        for demo in ["file-leak", "file-fixed", "http-leak", "http-fixed"] {
+            run(Command::new("go")
+                .current_dir(root().join("demos/go"))
+                .args(["build", "-o"])
+                .arg(out.join(format!("go-{demo}")))
+                .arg(format!("./{demo}"))
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOTOOLCHAIN", "local"))?;
+        }
+    } else {
+        eprintln!("build: go not available: Go demos not built");
+    }
+    Ok(())
+}
+
+/// The tracer binary, run through sudo when not root.
+fn tracer_command() -> Command {
+    let tracer = target_dir().join("release/tracer");
+    if is_root() || !have("sudo") {
+        Command::new(tracer)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(tracer);
+        c
+    }
+}
+
+fn demo(name: &str, args: &[String]) -> Result<()> {
+    let program = if name.starts_with("go-") || name.starts_with("c-") {
+        programs_dir().join(name)
+    } else {
+        target_dir().join("release").join(name)
+    };
+    if !program.is_file() {
+        bail!("no demo named {name} (see `cargo xtask demo --help`)");
+    }
+    let mut cmd = tracer_command();
+    cmd.args(["run", "--"]).arg(&program);
+    if args.is_empty() && !name.starts_with("c-") {
+        cmd.args(["--count", "100"]);
+    }
+    cmd.args(args);
+    eprintln!("demo: {cmd:?}");
+    let status = cmd.status().context("running tracer")?;
+    // A demo's exit code is its own; tracer errors are 125.
+    if status.code() == Some(125) {
+        bail!("tracer failed");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        bail!("the test suite loads real eBPF programs: run it as root (sudo -E cargo xtask test)");
+    }
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--release", "--workspace", "--", "--test-threads=2"])
+        .env("TRACER_TEST_PROGRAMS", programs_dir())
+        .env("TRACER_TEST_DEMOS", target_dir().join("release")))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs a command, returning its stdout and the peak RSS (KiB) of the command itself.
+fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let pid = child.id() as i32;
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout {
+        use std::io::Read as _;
+        out.read_to_string(&mut stdout)?;
+    }
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{cmd:?} failed (status {status})");
+    }
+    Ok((stdout, usage.ru_maxrss))
+}
+
+fn bench(iterations: u64, runs: usize) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark loads real eBPF programs: run it as root");
+    }
+    let program = programs_dir().join("openclose");
+    if !program.is_file() {
+        bail!("gcc is needed to build the benchmark program");
+    }
+    let n = iterations.to_string();
+    let ns_per_iter = |out: &str| -> Result<f64> {
+        out.lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("unexpected benchmark output {out:?}"))
+    };
+    let started = Instant::now();
+    let variants: [(&str, &[&str]); 3] = [
+        ("bare", &[]),
+        ("tracer run, full stacks (default)", &["--quiet"]),
+        (
+            "tracer run, no stacks (--stack-size 0)",
+            &["--quiet", "--stack-size", "0"],
+        ),
+    ];
+    let mut results = Vec::new();
+    for (name, tracer_args) in variants {
+        let mut times = Vec::new();
+        let mut rss = 0;
+        for _ in 0..runs {
+            let mut cmd = if tracer_args.is_empty() {
+                Command::new(&program)
+            } else {
+                let mut c = tracer_command();
+                c.arg("run").args(tracer_args).arg("--").arg(&program);
+                c
+            };
+            cmd.arg(&n);
+            let (out, max_rss) = run_measured(&mut cmd)?;
+            times.push(ns_per_iter(&out)?);
+            rss = rss.max(max_rss);
+        }
+        results.push((name, median(times), rss));
+    }
+    let bare = results[0].1;
+    println!(
+        "open+close loop, {iterations} iterations, median of {runs} runs ({:.0} s in all)\n",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<42} {:>10} {:>14} {:>14} {:>8} {:>12}",
+        "variant", "ns/iter", "+ns/acquire", "+ns/syscall", "ratio", "peak RSS"
+    );
+    for (name, ns, rss) in &results {
+        let added = ns - bare;
+        println!(
+            "{name:<42} {ns:>10.1} {:>14.1} {:>14.1} {:>7.2}x {:>9} KiB",
+            added,
+            added / 2.0,
+            ns / bare,
+            rss
+        );
+    }
+    println!(
+        "\n(+ns/syscall: the added time spread over the iteration's two fd syscalls; peak RSS: of tracer, or of the bare program)"
+    );
+    Ok(())
+}

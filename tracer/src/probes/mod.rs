@@ -7,9 +7,9 @@ pub mod syscalls;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{BtfTracePoint, RawTracePoint},
 };
 use tracer_common::{Config, FdEntry, FdKey, ProcState, STACK_CLASSES, counter, proc_flag};
 
@@ -30,9 +30,9 @@ pub struct ProbeOptions {
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
-            stack_max: STACK_CLASSES[4] as u32,
+            stack_max: STACK_CLASSES[5] as u32,
             max_fds: 262_144,
-            ring_bytes: 32 << 20,
+            ring_bytes: 64 << 20,
         }
     }
 }
@@ -65,15 +65,16 @@ impl Probes {
     /// Checks privileges and kernel features, loads the programs and attaches them.
     pub fn load(opts: &ProbeOptions) -> Result<Self> {
         preflight::check()?;
+        let ring_bytes = opts.ring_bytes.next_power_of_two();
         let config = Config {
             offsets: btf::kernel_offsets()?,
             stack_max: opts.stack_max.min(tracer_common::STACK_MAX as u32),
-            _pad: 0,
+            wakeup_bytes: ring_bytes / 8,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("OPEN_FDS", opts.max_fds)
-            .map_max_entries("EVENTS", opts.ring_bytes.next_power_of_two())
+            .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading the eBPF programs into the kernel: {e}"))?;
 
@@ -87,9 +88,28 @@ impl Probes {
             }
         }
 
+        {
+            // Each CPU's acquisition ids start at cpu << 48: unique without a CPU lookup.
+            let mut seq: PerCpuArray<_, u64> = PerCpuArray::try_from(map(&mut ebpf, "SEQ")?)?;
+            let cpus = aya::util::nr_cpus()
+                .map_err(|(_, e)| e)
+                .context("counting CPUs")?;
+            let seeds: Vec<u64> = (0..cpus as u64).map(|cpu| cpu << 48).collect();
+            seq.set(0, PerCpuValues::try_from(seeds)?, 0)
+                .context("seeding acquisition ids")?;
+        }
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        for name in ["sys_enter", "sys_exit"] {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
+                .try_into()?;
+            p.load(name, &btf)
+                .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
+            p.attach()
+                .map_err(|e| anyhow!("attaching to tp_btf/{name}: {e}"))?;
+        }
         for (prog, tp) in [
-            ("sys_enter", "sys_enter"),
-            ("sys_exit", "sys_exit"),
             ("proc_fork", "sched_process_fork"),
             ("proc_exec", "sched_process_exec"),
             ("proc_exit", "sched_process_exit"),

@@ -379,6 +379,18 @@ fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Frame> 
             }),
         }
     }
+    // The C `main` a Rust binary's runtime calls the program's main through is not the program.
+    for i in 1..out.len() {
+        let shim = out[i].function.as_deref() == Some("main")
+            && out[i].file.is_none()
+            && out[i - 1]
+                .function
+                .as_deref()
+                .is_some_and(|f| f.starts_with("std::rt::lang_start"));
+        if shim {
+            out[i].own_code = false;
+        }
+    }
     out
 }
 

@@ -206,8 +206,12 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
         if folded.is_empty() {
             return;
         }
-        let mut libs: Vec<String> = folded.iter().map(|f| library_label(f)).collect();
-        libs.dedup();
+        let mut libs: Vec<String> = Vec::new();
+        for label in folded.iter().map(|f| library_label(f)) {
+            if !libs.contains(&label) {
+                libs.push(label);
+            }
+        }
         let _ = writeln!(
             out,
             "        {}",
@@ -263,13 +267,35 @@ fn frame_long(f: &Frame) -> String {
     format!("{}{inl}", frame_short(f))
 }
 
-/// A short name for a library frame: the crate or package, else the module file.
+/// A short name for a library frame: its crate or package from the source path, else the
+/// module file.
 fn library_label(f: &Frame) -> String {
-    if let (Some(func), Some(file)) = (&f.function, &f.file) {
-        if file.contains("/rustc/") || file.contains("/.cargo/") {
-            let name = func.trim_start_matches('<');
-            return name.split("::").next().unwrap_or(name).to_string();
+    if let Some(file) = &f.file {
+        let parts: Vec<&str> = file.split('/').collect();
+        // /rustc/<hash>/library/<crate>/src/...
+        if let Some(i) = parts.iter().position(|p| *p == "library")
+            && file.starts_with("/rustc/")
+            && let Some(krate) = parts.get(i + 1)
+        {
+            return krate.to_string();
         }
+        // ~/.cargo/registry/src/<index>/<crate>-<version>/src/...
+        if let Some(i) = parts.iter().position(|p| *p == "registry" || *p == "git")
+            && let Some(dir) = parts.get(i + 3)
+        {
+            return dir
+                .rsplit_once('-')
+                .map_or(*dir, |(name, _)| name)
+                .to_string();
+        }
+    }
+    // Go: the package of the function ("net/http.(*Transport).dialConn" -> "net/http").
+    if let Some(func) = &f.function
+        && !func.contains("::")
+        && let Some(dot) = func[func.rfind('/').map_or(0, |i| i + 1)..].find('.')
+    {
+        let start = func.rfind('/').map_or(0, |i| i + 1);
+        return func[..start + dot].to_string();
     }
     module_name(&f.module)
 }

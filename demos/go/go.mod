@@ -1,0 +1,3 @@
+module tracer.demos/go
+
+go 1.19
