@@ -24,7 +24,11 @@ pub fn start() -> io::Result<SocketAddr> {
                 .trim_start_matches("batch ")
                 .parse()
                 .unwrap_or(1);
-            let reply: &[u8] = if batch % 2 == 0 { b"OK\n" } else { b"ERR\n" };
+            let reply: &[u8] = if batch.is_multiple_of(2) {
+                b"OK\n"
+            } else {
+                b"ERR\n"
+            };
             let _ = (&stream).write_all(reply);
         }
     });

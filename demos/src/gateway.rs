@@ -95,7 +95,7 @@ pub async fn start_upstream() -> io::Result<Upstream> {
 
 /// Path of call `i`: calls alternate between a healthy and a failing endpoint.
 pub fn path_for(i: usize) -> &'static str {
-    if i % 2 == 0 { "/ok" } else { "/flaky" }
+    if i.is_multiple_of(2) { "/ok" } else { "/flaky" }
 }
 
 /// Makes `2 * count` calls through `fetch` (half fail), printing progress.

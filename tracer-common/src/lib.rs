@@ -243,6 +243,9 @@ pub struct AcquireEvent {
     pub name_len: u32,
     /// Bytes of stack copy following this record.
     pub stack_len: u32,
+    /// Call site recognized by the stack memo (site id + 1), 0 when the stack was copied.
+    pub memo_site: u32,
+    pub _pad: u32,
     /// Path (open*, creat), name (memfd_create) or peer sockaddr (accept*).
     pub name: [u8; NAME_MAX],
 }
@@ -311,6 +314,61 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+/// Most stack words a memo signature covers.
+pub const MEMO_WORDS: usize = 128;
+
+/// Largest stack span (bytes from the stack pointer) a memo signature covers: a per-CPU map
+/// value (at most 32 KiB) holds the copy, and the kernel bounds lengths with a 15-bit mask.
+pub const MEMO_SPAN: usize = 32768 - 8;
+
+/// Key of the `MEMO_SIGS` map: the registers an unwind starts from, in one process.
+///
+/// Stack memoization (exact): after unwinding a full stack copy, userspace records which stack
+/// words the unwinder read. The unwind is a function of the registers and of those words only,
+/// so a later acquisition with the same registers and the same values at the same words has
+/// the same stack: the kernel then sends the known site instead of a copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MemoKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// Value of the `MEMO_SIGS` map: the stack words an unwind from a [`MemoKey`] reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MemoSig {
+    /// Words in use in `words`.
+    pub n: u32,
+    /// Bytes from the stack pointer covering every word.
+    pub span: u32,
+    /// Word indexes (byte offset / 8 from the stack pointer), in the order read.
+    pub words: [u16; MEMO_WORDS],
+}
+
+/// Start of a memo hash: the key.
+pub fn memo_seed(key: &MemoKey) -> u64 {
+    let h = memo_mix(0x9e37_79b9_7f4a_7c15, key.tgid as u64);
+    memo_mix(memo_mix(memo_mix(h, key.ip), key.sp), key.bp)
+}
+
+/// One step of the memo hash (the same on both sides of the boundary).
+#[inline(always)]
+pub fn memo_mix(h: u64, v: u64) -> u64 {
+    let x = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 29)
+}
+
+/// Hash of a stack under a signature: seed, then each word's index and value.
+pub fn memo_hash(key: &MemoKey, sig_words: &[u16], word_at: impl Fn(u16) -> u64) -> u64 {
+    sig_words.iter().fold(memo_seed(key), |h, &i| {
+        memo_mix(memo_mix(h, i as u64), word_at(i))
+    })
+}
+
 /// Offsets of kernel structure fields, resolved by userspace from the running kernel's BTF
 /// (hand-made CO-RE: the eBPF programs read kernel memory at these offsets).
 #[repr(C)]
@@ -353,4 +411,6 @@ mod pod {
     unsafe impl aya::Pod for FdEntry {}
     unsafe impl aya::Pod for ProcState {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for MemoKey {}
+    unsafe impl aya::Pod for MemoSig {}
 }

@@ -39,8 +39,9 @@ use aya_ebpf::{
 use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
     ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, KernelOffsets, MAX_PROCS,
-    NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent, UserRegs,
-    counter, event, fd_flag, proc_flag, release, syscall,
+    MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES,
+    SockAddrEvent, UserRegs, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release,
+    syscall,
 };
 
 /// Written by userspace before load (kernel offsets, stack size).
@@ -96,6 +97,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// Per-CPU acquisition sequence, seeded by userspace with `cpu << 48`.
 #[map]
 static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Memo signatures: the stack words an unwind from these registers reads (see MemoKey).
+#[map]
+static MEMO_SIGS: HashMap<MemoKey, MemoSig> = HashMap::with_max_entries(65536, 0);
+
+/// Memo hash of a stack -> its call site (filled by userspace).
+#[map]
+static MEMO_STACKS: HashMap<u64, u32> = HashMap::with_max_entries(262_144, 0);
+
+/// Scratch of the memo lookup: the signature's word indexes.
+#[map]
+static MEMO_WORD_SCRATCH: PerCpuArray<[u16; MEMO_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch of the memo lookup: a copy of the stack span.
+#[map]
+static MEMO_STACK_SCRATCH: PerCpuArray<[u64; 4096]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Records for userspace. Sized by userspace.
 #[map]
@@ -633,7 +650,13 @@ fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     let task = unsafe { bpf_get_current_task_btf() } as *mut c_void;
     let regs = *regs;
     let stack_max = config_u32(addr_of!(CONFIG.stack_max));
-
+    if stack_max != 0 {
+        let site = memo_site(acq.tgid, &regs);
+        if site != 0 {
+            emit_acquire::<0>(acq, &regs, 0, site);
+            return;
+        }
+    }
     let mut want = if stack_max == 0 || regs.sp == 0 {
         0
     } else {
@@ -647,27 +670,95 @@ fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
         want = stack_max;
     }
     if want == 0 {
-        emit_acquire::<0>(acq, &regs, 0);
+        emit_acquire::<0>(acq, &regs, 0, 0);
     } else if want <= STACK_CLASSES[0] as u64 {
-        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want, 0);
     } else if want <= STACK_CLASSES[1] as u64 {
-        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want, 0);
     } else if want <= STACK_CLASSES[2] as u64 {
-        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want, 0);
     } else if want <= STACK_CLASSES[3] as u64 {
-        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want, 0);
     } else if want <= STACK_CLASSES[4] as u64 {
-        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want, 0);
     } else if want <= STACK_CLASSES[5] as u64 {
-        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want, 0);
     } else {
-        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want);
+        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want, 0);
+    }
+}
+
+/// State of the memo hash loop.
+#[repr(C)]
+struct MemoLoop {
+    h: u64,
+}
+
+/// bpf_loop callback: mixes signature word `i` (index, then value) into the hash.
+#[inline(never)]
+extern "C" fn memo_step(i: u64, ctx: *mut c_void) -> i64 {
+    let (Some(words), Some(stack)) = (MEMO_WORD_SCRATCH.get_ptr(0), MEMO_STACK_SCRATCH.get_ptr(0))
+    else {
+        return 1;
+    };
+    // SAFETY: ctx is the caller's MemoLoop; indexes are masked into the scratch arrays.
+    unsafe {
+        let l = &mut *(ctx as *mut MemoLoop);
+        let idx = (*words)[i as usize & (MEMO_WORDS - 1)] as usize;
+        let word = (*stack)[idx & 4095];
+        l.h = memo_mix(memo_mix(l.h, idx as u64), word);
+    }
+    0
+}
+
+/// The call site (id + 1) of the current stack if the memo knows it, else 0.
+#[inline(always)]
+fn memo_site(tgid: u32, regs: &UserRegs) -> u32 {
+    let key = MemoKey {
+        tgid,
+        _pad: 0,
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+    };
+    let Some(sig) = MEMO_SIGS.get_ptr(&key) else {
+        return 0;
+    };
+    let (Some(words), Some(stack)) = (
+        MEMO_WORD_SCRATCH.get_ptr_mut(0),
+        MEMO_STACK_SCRATCH.get_ptr_mut(0),
+    ) else {
+        return 0;
+    };
+    // SAFETY: all pointers are valid map values; the copy's length is masked below the
+    // scratch's size (userspace never makes a longer span).
+    unsafe {
+        let n = (*sig).n;
+        if n == 0 || n > MEMO_WORDS as u32 {
+            return 0;
+        }
+        let span = (*sig).span & 0x7fff;
+        if bpf_probe_read_kernel(
+            words.cast(),
+            size_of::<[u16; MEMO_WORDS]>() as u32,
+            addr_of!((*sig).words).cast(),
+        ) != 0
+            || bpf_probe_read_user(stack.cast(), span, regs.sp as *const c_void) != 0
+        {
+            return 0;
+        }
+        let mut l = MemoLoop { h: memo_seed(&key) };
+        bpf_loop(n, memo_step as *mut c_void, addr_of_mut!(l).cast(), 0);
+        match MEMO_STACKS.get(&l.h) {
+            Some(&site) => site.wrapping_add(1),
+            None => 0,
+        }
     }
 }
 
 /// Reserves an [`AcquireEvent`] with room for `N` stack bytes, fills it and submits it.
 #[inline(never)]
-fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64) {
+fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, memo_site: u32) {
     const HDR: usize = size_of::<AcquireEvent>();
     let Some(mut rec) = EVENTS.reserve_bytes(HDR + N, 0) else {
         bump(counter::EVENTS_LOST, 1);
@@ -692,6 +783,8 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64) {
         (*ev).fd2 = acq.fd2;
         (*ev).syscall = acq.sys;
         (*ev).i_mode = acq.i_mode;
+        (*ev).memo_site = memo_site;
+        (*ev)._pad = 0;
         (*ev).name_len = read_name(addr_of_mut!((*ev).name).cast(), acq.name_src);
 
         let mut len = want as usize;

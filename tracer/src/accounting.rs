@@ -29,29 +29,17 @@ pub struct Acquisition {
     pub kind: Kind,
     pub resource: Resource,
     pub ts_ns: u64,
-    pub tid: u32,
-    /// Process that made the call.
-    pub pid: u32,
     /// Held descriptors referring to this acquisition (across processes after fork).
     refs: u32,
 }
 
 impl Acquisition {
-    pub fn new(
-        key: GroupKey,
-        kind: Kind,
-        resource: Resource,
-        ts_ns: u64,
-        pid: u32,
-        tid: u32,
-    ) -> Self {
+    pub fn new(key: GroupKey, kind: Kind, resource: Resource, ts_ns: u64) -> Self {
         Self {
             key,
             kind,
             resource,
             ts_ns,
-            tid,
-            pid,
             refs: 0,
         }
     }
@@ -334,10 +322,10 @@ impl Accounting {
 
     /// Moves an exited process out of the way of a new process with the same pid.
     fn retire(&mut self, pid: u32) {
-        if let Some(old) = self.procs.remove(&pid) {
-            if old.exit_status.is_some() {
-                self.archived.push(old);
-            }
+        if let Some(old) = self.procs.remove(&pid)
+            && old.exit_status.is_some()
+        {
+            self.archived.push(old);
         }
     }
 
@@ -366,8 +354,6 @@ mod tests {
             Kind::File,
             Resource::Path(format!("/tmp/{site}")),
             10,
-            1,
-            1,
         )
     }
 
@@ -468,8 +454,6 @@ mod tests {
                 Kind::Socket,
                 Resource::Unknown,
                 e.ts_ns,
-                1,
-                e.tid,
             )
         });
         assert_eq!(

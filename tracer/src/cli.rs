@@ -31,7 +31,7 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "N", default_value_t = 262_144)]
     pub max_fds: u32,
     /// Kernel-to-collector ring buffer size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub ring_mib: u32,
 }
 

@@ -4,29 +4,38 @@
 use std::{
     collections::HashMap,
     fs,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd},
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use tracer_common::{AcquireEvent, FdEntry, FdKey, ReleaseEvent, SockAddrEvent, syscall as sys};
+use tracer_common::{
+    AcquireEvent, FdEntry, FdKey, MemoKey, ReleaseEvent, SockAddrEvent, syscall as sys,
+};
 
 use crate::{
     accounting::{Accounting, Acquisition, GroupKey, Reconciled, SiteId},
     enrich::{self, Kind, Resource},
     events::{self, Event, c_str},
+    memo::Memo,
     probes::{Counters, ProbeOptions, Probes},
     procmaps::ProcMaps,
-    unwind::{RawFrame, Unwinder},
+    unwind::{RawFrame, Unwinder, Unwound},
 };
+
+/// A stack as (file, file address) per frame.
+type SiteKey = Vec<(Option<Arc<Path>>, u64)>;
 
 /// Interned call sites. Two stacks are the same site when every frame has the same file and
 /// file address, so a site is shared across processes running the same binaries.
 #[derive(Default)]
 pub struct Sites {
-    index: HashMap<Vec<(Option<Arc<Path>>, u64)>, SiteId>,
+    index: HashMap<SiteKey, SiteId>,
     /// Frames of each site, innermost first (addresses from the first occurrence).
     pub stacks: Vec<Vec<RawFrame>>,
 }
@@ -50,6 +59,8 @@ pub struct Stats {
     pub bad_records: u64,
     /// Acquisitions that arrived without a stack copy.
     pub stacks_missing: u64,
+    /// Acquisitions whose call site the kernel recognized from the stack memo.
+    pub memo_hits: u64,
     /// Differences repaired by reconciling with the kernel's map.
     pub reconciled: Reconciled,
 }
@@ -59,9 +70,29 @@ pub struct State {
     pub probes: Probes,
     maps: ProcMaps,
     unwinder: Unwinder,
+    memo: Memo,
     pub sites: Sites,
     pub acct: Accounting,
     pub stats: Stats,
+}
+
+/// How often (milliseconds) the collector drains when the kernel does not wake it.
+const POLL_MS: i32 = 10;
+
+/// The collector running on its own thread.
+pub struct Collecting {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Collector>,
+}
+
+impl Collecting {
+    /// Stops the thread after one last drain and hands the collector back.
+    pub fn stop(self) -> Result<Collector> {
+        self.stop.store(true, Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the collector thread panicked"))
+    }
 }
 
 /// Ring buffer plus state.
@@ -81,6 +112,7 @@ impl Collector {
                 probes,
                 maps: ProcMaps::new()?,
                 unwinder: Unwinder::default(),
+                memo: Memo::default(),
                 sites: Sites::default(),
                 acct: Accounting::default(),
                 stats: Stats::default(),
@@ -88,9 +120,33 @@ impl Collector {
         })
     }
 
-    /// The ring buffer's descriptor, readable when the kernel wakes us.
-    pub fn ring_fd(&self) -> BorrowedFd<'_> {
-        self.ring.as_fd()
+    /// Moves the collector to its own thread, which drains the kernel's records as they come
+    /// (woken by the kernel, or every [`POLL_MS`]) until [`Collecting::stop`].
+    pub fn spawn(self) -> Result<Collecting> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || {
+                let mut c = self;
+                // Keep up with busy traced programs: the collector would otherwise get only its
+                // fair share of the CPU against every traced thread. Best effort.
+                // SAFETY: plain syscalls on this thread.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
+                while !flag.load(Ordering::Acquire) {
+                    let mut pfd = libc::pollfd {
+                        fd: c.ring.as_fd().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
+                    c.drain();
+                }
+                c
+            })
+            .context("starting the collector thread")?;
+        Ok(Collecting { stop, thread })
     }
 
     /// Processes every pending record; returns how many.
@@ -153,18 +209,37 @@ impl State {
                 self.acct.exit(pid, x.status, x.header.ts_ns);
                 self.reconcile(pid, true);
                 self.unwinder.forget(pid);
+                self.memo.forget(&mut self.probes, pid);
             }
         }
     }
 
     fn on_acquire(&mut self, a: &AcquireEvent, stack: &[u8]) {
         let pid = a.header.tgid;
-        let site = if stack.is_empty() {
+        let site = if a.memo_site != 0 {
+            self.stats.memo_hits += 1;
+            Some(a.memo_site - 1)
+        } else if stack.is_empty() {
             self.stats.stacks_missing += 1;
             None
         } else {
-            let frames = self.unwind(pid, a, stack);
-            (!frames.is_empty()).then(|| self.sites.intern(frames))
+            let unwound = self.unwind(pid, a, stack);
+            if unwound.frames.is_empty() {
+                None
+            } else {
+                let site = self.sites.intern(unwound.frames);
+                if let Some(reads) = &unwound.reads {
+                    let key = MemoKey {
+                        tgid: pid,
+                        _pad: 0,
+                        ip: a.regs.ip,
+                        sp: a.regs.sp,
+                        bp: a.regs.bp,
+                    };
+                    self.memo.learn(&mut self.probes, key, reads, stack, site);
+                }
+                Some(site)
+            }
         };
         let source = self.acct.acquisition(a.src_seq).cloned();
         let kind = enrich::kind_of(a)
@@ -189,7 +264,7 @@ impl State {
             pid,
             &[a.fd, a.fd2],
             a.seq,
-            Acquisition::new(key, kind, resource, a.header.ts_ns, pid, a.tid),
+            Acquisition::new(key, kind, resource, a.header.ts_ns),
         );
     }
 
@@ -208,7 +283,7 @@ impl State {
         });
     }
 
-    fn unwind(&mut self, pid: u32, a: &AcquireEvent, stack: &[u8]) -> Vec<RawFrame> {
+    fn unwind(&mut self, pid: u32, a: &AcquireEvent, stack: &[u8]) -> Unwound {
         // Mappings made just before this acquisition may still sit in the perf buffers.
         let covered =
             |maps: &mut ProcMaps| maps.space(pid).is_some_and(|s| s.find(a.regs.ip).is_some());
@@ -220,7 +295,7 @@ impl State {
         }
         match self.maps.space(pid) {
             Some(space) => self.unwinder.unwind(pid, space, &a.regs, stack),
-            None => Vec::new(),
+            None => Unwound::default(),
         }
     }
 
@@ -245,8 +320,6 @@ impl State {
                 unknown_kind(e.syscall),
                 Resource::Unknown,
                 e.ts_ns,
-                e.origin_tgid,
-                e.tid,
             )
         });
         self.stats.reconciled.unseen_acquisitions += r.unseen_acquisitions;

@@ -25,7 +25,6 @@ pub enum Kind {
     Inotify,
     Memfd,
     Pidfd,
-    IoUring,
     Other,
 }
 
@@ -43,7 +42,6 @@ impl Kind {
             Kind::Inotify => "inotify",
             Kind::Memfd => "memfd",
             Kind::Pidfd => "pidfd",
-            Kind::IoUring => "io_uring",
             Kind::Other => "other",
         }
     }

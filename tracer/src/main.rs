@@ -7,6 +7,7 @@ mod cli;
 mod collector;
 mod enrich;
 mod events;
+mod memo;
 mod probes;
 mod procmaps;
 mod report;

@@ -1,5 +1,5 @@
-//! The executable mappings of every process, kept current from the kernel's perf MMAP2, COMM
-//! (exec), FORK and EXIT records, so a stack can be unwound and symbolized after its process has
+//! The executable mappings of every process, kept current from the kernel's perf MMAP2, FORK and
+//! EXIT records, so a stack can be unwound and symbolized after its process has
 //! exited (`/proc/PID/maps` is empty by then). Processes that existed before tracer started are
 //! read from `/proc/PID/maps` on first use.
 use std::{
@@ -51,9 +51,6 @@ impl AddressSpace {
     }
 }
 
-/// `PERF_RECORD_MISC_COMM_EXEC`: the COMM record marks an exec.
-const COMM_EXEC: u16 = 1 << 13;
-
 /// How long an exited process's mappings are kept for late stack processing.
 const KEEP_EXITED: Duration = Duration::from_secs(60);
 
@@ -81,8 +78,6 @@ impl ProcMaps {
                 .one_cpu(cpu)
                 .mmap(true)
                 .mmap2(true)
-                .comm(true)
-                .comm_exec(true)
                 .task(true)
                 .exclude_kernel(true)
                 .build()
@@ -109,14 +104,12 @@ impl ProcMaps {
                 let Ok(parsed) = record.parse_record() else {
                     continue;
                 };
-                let misc = record.misc();
                 apply(
                     &mut self.spaces,
                     &mut self.exited,
                     &mut self.generation,
                     &mut self.lost,
                     parsed,
-                    misc,
                 );
             }
         }
@@ -159,7 +152,6 @@ fn apply(
     generation: &mut u64,
     lost: &mut u64,
     record: Record<'_>,
-    misc: u16,
 ) {
     *generation += 1;
     match record {
@@ -178,21 +170,18 @@ fn apply(
                 *generation,
             );
         }
-        Record::Comm(c) => {
-            // An exec replaces the whole address space (its mappings follow this record).
-            if misc & COMM_EXEC != 0 {
-                spaces.insert(
-                    c.pid,
-                    AddressSpace {
-                        mappings: Vec::new(),
-                        generation: *generation,
-                    },
-                );
-            }
-        }
+        // Records from different CPUs arrive out of order, so neither an exec nor a fork may
+        // discard mappings: an exec's new mappings replace whatever they overlap (nothing else
+        // of the old image is ever executed again), and a fork's copy of the parent goes under
+        // whatever the child already mapped.
         Record::Fork(f) if f.pid != f.ppid => {
             if let Some(parent) = spaces.get(&f.ppid).cloned() {
-                spaces.insert(f.pid, parent);
+                let child = spaces.entry(f.pid).or_default();
+                let own = std::mem::replace(&mut child.mappings, parent.mappings);
+                for m in own {
+                    child.insert(m, *generation);
+                }
+                child.generation = *generation;
             }
         }
         Record::Exit(e) if e.pid == e.tid => exited.push_back((Instant::now(), e.pid)),
@@ -299,7 +288,7 @@ mod tests {
     #[test]
     fn reads_own_maps() {
         let space = read_proc_maps(std::process::id(), 1).unwrap();
-        let here = parses_maps_lines as usize as u64;
+        let here = parses_maps_lines as *const () as usize as u64;
         assert!(space.find(here).is_some());
     }
 

@@ -1,14 +1,9 @@
 //! `tracer run`: start a command with every probe attached and its pid registered before it runs
 //! its first instruction, follow its descendants, and report when it exits.
-use std::{
-    io::IsTerminal,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{io::IsTerminal, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     process::Command,
     signal::unix::{SignalKind, signal},
 };
@@ -39,9 +34,6 @@ impl std::fmt::Display for ExitError {
 }
 
 impl std::error::Error for ExitError {}
-
-/// How often the ring buffer is drained when the kernel does not wake us.
-const POLL: Duration = Duration::from_millis(20);
 
 impl From<&CaptureArgs> for ProbeOptions {
     fn from(a: &CaptureArgs) -> Self {
@@ -75,24 +67,12 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .id()
         .ok_or_else(|| anyhow!("the command exited before it was seen"))?;
 
-    let ring_fd = collector
-        .ring_fd()
-        .try_clone_to_owned()
-        .context("duplicating the ring buffer fd")?;
-    // SAFETY: the AsyncFd owns this duplicate for its whole life.
-    let ring = unsafe { AsyncFd::register_with_interest(ring_fd, Interest::READABLE) }
-        .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
-    let mut tick = tokio::time::interval(POLL);
+    let collecting = collector.spawn()?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
-            guard = ring.readable() => {
-                collector.drain();
-                if let Ok(mut g) = guard { g.clear_ready(); }
-            }
-            _ = tick.tick() => { collector.drain(); }
             // The terminal sent Ctrl-C to the command too; report once it has exited.
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {
@@ -101,6 +81,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             }
         }
     };
+    let mut collector = collecting.stop()?;
     let duration = started.elapsed();
     let counters = collector.finish()?;
 

@@ -106,24 +106,10 @@ mod tests {
     fn symbolizes_own_function_with_line() {
         let exe: Arc<Path> = Arc::from(std::env::current_exe().unwrap().as_path());
         let space = crate::procmaps::read_proc_maps(std::process::id(), 1).unwrap();
-        let addr = marker as usize as u64;
+        let addr = marker as *const () as usize as u64;
         let m = space.find(addr).unwrap().clone();
-        // Position-independent test binary: the file address is the offset into the mapping
-        // plus the segment's file offset plus (for the usual layout) nothing else.
-        let obj_bias = {
-            let data = std::fs::read(&*exe).unwrap();
-            let obj = object::File::parse(&*data).unwrap();
-            use object::{Object as _, ObjectSegment as _};
-            let seg = obj
-                .segments()
-                .find(|s| {
-                    let (off, size) = s.file_range();
-                    m.pgoff >= off & !4095 && m.pgoff < off + size
-                })
-                .unwrap();
-            m.start - (seg.address() - seg.file_range().0 + m.pgoff)
-        };
-        let frames = Symbolizer::default().symbolize(&exe, &[addr - obj_bias]);
+        let svma = crate::unwind::file_address(&m, addr).unwrap();
+        let frames = Symbolizer::default().symbolize(&exe, &[svma]);
         let f = frames[0].last().unwrap();
         assert!(f.function.as_deref().unwrap().ends_with("marker"), "{f:?}");
         assert!(

@@ -11,12 +11,23 @@ use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
-use tracer_common::UserRegs;
+use tracer_common::{MEMO_SPAN, MEMO_WORDS, UserRegs};
 
 use crate::procmaps::{AddressSpace, Mapping};
 
 /// Most frames kept per stack.
 pub const MAX_FRAMES: usize = 128;
+
+/// An unwound stack.
+#[derive(Debug, Default)]
+pub struct Unwound {
+    /// Innermost first.
+    pub frames: Vec<RawFrame>,
+    /// The stack words (index = byte offset / 8 from the stack pointer) the unwind read, in
+    /// order, when they alone determine the result (every read inside the copy, the walk ended
+    /// cleanly): the stack memo's signature.
+    pub reads: Option<Vec<u16>>,
+}
 
 /// One frame of an unwound stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -134,6 +145,12 @@ impl ObjectInfo {
     }
 }
 
+/// The address in its file (the address symbol tables use) of a process address in mapping `m`.
+#[cfg(test)]
+pub fn file_address(m: &Mapping, avma: u64) -> Result<u64> {
+    Ok(avma.wrapping_sub(ObjectInfo::load(&m.path)?.bias(m)))
+}
+
 /// A process's unwinder, rebuilt when its mappings change.
 struct ProcUnwinder {
     generation: u64,
@@ -141,6 +158,109 @@ struct ProcUnwinder {
     cache: CacheX86_64,
     /// (range, path, bias) of each module, sorted by start.
     modules: Vec<(Range<u64>, Arc<Path>, u64)>,
+}
+
+/// One walk over a stack copy.
+struct Walk {
+    /// (address for lookup, address) of each frame, innermost first.
+    frames: Vec<(u64, u64)>,
+    /// (word index, value) of each stack word read, first reads only, in order.
+    reads: Vec<(u16, u64)>,
+    /// Every read was an aligned word inside the copy and the memo's span, and the walk ended
+    /// at the stack's root or at MAX_FRAMES.
+    memoizable: bool,
+}
+
+impl ProcUnwinder {
+    /// Walks the stack; `replace` substitutes one word's value (a relevance test).
+    fn walk(&mut self, regs: &UserRegs, stack: &[u8], replace: Option<(u16, u64)>) -> Walk {
+        let sp = regs.sp;
+        let mut reads: Vec<(u16, u64)> = Vec::new();
+        let mut memoizable = true;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = addr.checked_sub(sp).map(|o| o as usize);
+            let Some(bytes) = off.and_then(|o| stack.get(o..o + 8)) else {
+                memoizable = false;
+                return Err(());
+            };
+            let off = off.unwrap_or(0);
+            let mut value = u64::from_le_bytes(bytes.try_into().map_err(|_| ())?);
+            if off % 8 != 0 || off + 8 > MEMO_SPAN {
+                memoizable = false;
+                return Ok(value);
+            }
+            let word = (off / 8) as u16;
+            if let Some((w, v)) = replace
+                && w == word
+            {
+                value = v;
+            }
+            if !reads.iter().any(|(w, _)| *w == word) {
+                reads.push((word, value));
+            }
+            Ok(value)
+        };
+        let mut frames = Vec::new();
+        let mut clean_end = true;
+        let mut iter = self.unwinder.iter_frames(
+            regs.ip,
+            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+            &mut self.cache,
+            &mut read_stack,
+        );
+        loop {
+            let frame = match iter.next() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    clean_end = false;
+                    break;
+                }
+            };
+            let avma = match frame {
+                FrameAddress::InstructionPointer(a) => a,
+                FrameAddress::ReturnAddress(a) => a.get(),
+            };
+            frames.push((frame.address_for_lookup(), avma));
+            if frames.len() >= MAX_FRAMES {
+                break;
+            }
+        }
+        Walk {
+            frames,
+            reads,
+            memoizable: memoizable && clean_end,
+        }
+    }
+
+    /// The words the result depends on: return addresses, and the other words read (saved
+    /// frame pointers) only when changing them (to a distant address, to 0, to 1) changes the
+    /// frames or which words are read. Without this, a caller keeping a loop variable in the
+    /// frame-pointer register would make every stack look new to the memo.
+    fn relevant_reads(&mut self, regs: &UserRegs, stack: &[u8], walk: &Walk) -> Vec<u16> {
+        let returns: Vec<u64> = walk.frames.iter().map(|&(_, avma)| avma).collect();
+        let mut relevant = Vec::with_capacity(walk.reads.len());
+        for &(word, value) in &walk.reads {
+            let keep = returns.contains(&value)
+                || [value ^ 0x1000, 0, 1]
+                    .into_iter()
+                    .filter(|&alt| alt != value)
+                    .any(|alt| {
+                        let other = self.walk(regs, stack, Some((word, alt)));
+                        other.frames != walk.frames
+                            || !other.memoizable
+                            || other
+                                .reads
+                                .iter()
+                                .map(|r| r.0)
+                                .ne(walk.reads.iter().map(|r| r.0))
+                    });
+            if keep {
+                relevant.push(word);
+            }
+        }
+        relevant
+    }
 }
 
 /// Unwinds stacks of any number of processes, caching per-file unwind data.
@@ -160,41 +280,29 @@ impl Unwinder {
         space: &AddressSpace,
         regs: &UserRegs,
         stack: &[u8],
-    ) -> Vec<RawFrame> {
+    ) -> Unwound {
         let proc = self.proc_unwinder(pid, space);
-        let sp = regs.sp;
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            let off = addr.checked_sub(sp).ok_or(())? as usize;
-            let bytes = stack.get(off..off + 8).ok_or(())?;
-            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
-        };
-        let mut frames = Vec::new();
-        let mut iter = proc.unwinder.iter_frames(
-            regs.ip,
-            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
-            &mut proc.cache,
-            &mut read_stack,
-        );
-        while let Ok(Some(frame)) = iter.next() {
-            let lookup = frame.address_for_lookup();
-            let avma = match frame {
-                FrameAddress::InstructionPointer(a) => a,
-                FrameAddress::ReturnAddress(a) => a.get(),
-            };
-            let module = proc
-                .modules
-                .iter()
-                .find(|(range, _, _)| range.contains(&lookup));
-            frames.push(RawFrame {
-                path: module.map(|(_, p, _)| p.clone()),
-                svma: module.map_or(lookup, |(_, _, bias)| lookup.wrapping_sub(*bias)),
-                avma,
-            });
-            if frames.len() >= MAX_FRAMES {
-                break;
-            }
-        }
-        frames
+        let walk = proc.walk(regs, stack, None);
+        let frames = walk
+            .frames
+            .iter()
+            .map(|&(lookup, avma)| {
+                let module = proc
+                    .modules
+                    .iter()
+                    .find(|(range, _, _)| range.contains(&lookup));
+                RawFrame {
+                    path: module.map(|(_, p, _)| p.clone()),
+                    svma: module.map_or(lookup, |(_, _, bias)| lookup.wrapping_sub(*bias)),
+                    avma,
+                }
+            })
+            .collect();
+        let reads = walk
+            .memoizable
+            .then(|| proc.relevant_reads(regs, stack, &walk))
+            .filter(|r| !r.is_empty() && r.len() <= MEMO_WORDS);
+        Unwound { frames, reads }
     }
 
     /// Forgets a process's unwinder (its mappings are gone).
@@ -284,7 +392,9 @@ mod tests {
         capture(&mut out);
         let (regs, stack) = out.unwrap();
         let space = read_proc_maps(std::process::id(), 1).unwrap();
-        let frames = Unwinder::default().unwind(std::process::id(), &space, &regs, &stack);
+        let frames = Unwinder::default()
+            .unwind(std::process::id(), &space, &regs, &stack)
+            .frames;
         assert!(frames.len() >= 3, "{frames:?}");
         let exe = std::env::current_exe().unwrap();
         assert!(frames.iter().all(|f| f.path.is_some()));

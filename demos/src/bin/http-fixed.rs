@@ -1,7 +1,7 @@
 //! http-fixed: http-leak's twin. Every response body is read, so connections return to the pool
 //! and are reused; at the end the client and the upstream shut down cleanly.
 use http_body_util::BodyExt as _;
-use hyper::{StatusCode, body::Bytes};
+use hyper::{StatusCode, Uri, body::Bytes};
 
 use clap::Parser;
 use demos::{
@@ -15,11 +15,15 @@ struct Gateway {
 }
 
 impl Gateway {
+    fn uri(&self, path: &str) -> Result<Uri, String> {
+        format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| format!("{e}"))
+    }
+
     /// Calls the upstream; the body of a successful call.
     async fn fetch(&self, path: &str) -> Result<Bytes, String> {
-        let uri = format!("{}{path}", self.base)
-            .parse()
-            .map_err(|e| format!("{e}"))?;
+        let uri = self.uri(path)?;
         let resp = self.client.get(uri).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         // Reading the body to the end hands the connection back to the pool.

@@ -3,7 +3,7 @@
 //! next call: `--count` failed calls leave `--count` connections open on each side. The service
 //! is stopped the way services are (exit), with its state still held.
 use http_body_util::BodyExt as _;
-use hyper::{StatusCode, body::Bytes};
+use hyper::{StatusCode, Uri, body::Bytes};
 
 use clap::Parser;
 use demos::{
@@ -17,11 +17,15 @@ struct Gateway {
 }
 
 impl Gateway {
+    fn uri(&self, path: &str) -> Result<Uri, String> {
+        format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| format!("{e}"))
+    }
+
     /// Calls the upstream; the body of a successful call.
     async fn fetch(&self, path: &str) -> Result<Bytes, String> {
-        let uri = format!("{}{path}", self.base)
-            .parse()
-            .map_err(|e| format!("{e}"))?;
+        let uri = self.uri(path)?;
         let resp = self.client.get(uri).await.map_err(|e| e.to_string())?; // tracer-demo: leak site
         if resp.status() != StatusCode::OK {
             // BUG: the unread body keeps the connection checked out of the pool forever.

@@ -11,7 +11,9 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{BtfTracePoint, RawTracePoint},
 };
-use tracer_common::{Config, FdEntry, FdKey, ProcState, STACK_CLASSES, counter, proc_flag};
+use tracer_common::{
+    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, counter, proc_flag,
+};
 
 /// The compiled eBPF object (built by build.rs from tracer-ebpf).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -32,7 +34,7 @@ impl Default for ProbeOptions {
         Self {
             stack_max: STACK_CLASSES[5] as u32,
             max_fds: 262_144,
-            ring_bytes: 64 << 20,
+            ring_bytes: 16 << 20,
         }
     }
 }
@@ -166,6 +168,37 @@ impl Probes {
     /// The kernel's accounting of outstanding descriptors.
     pub fn open_fds(&mut self) -> Result<HashMap<&mut MapData, FdKey, FdEntry>> {
         Ok(HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?)
+    }
+
+    /// Installs a stack-memo signature.
+    pub fn memo_add_sig(&mut self, key: &MemoKey, sig: &MemoSig) -> Result<()> {
+        let mut m: HashMap<_, MemoKey, MemoSig> =
+            HashMap::try_from(map(&mut self.ebpf, "MEMO_SIGS")?)?;
+        Ok(m.insert(key, sig, 0)?)
+    }
+
+    /// Teaches the kernel that stacks with this memo hash are `site`.
+    pub fn memo_add_stack(&mut self, hash: u64, site: u32) -> Result<()> {
+        let mut m: HashMap<_, u64, u32> = HashMap::try_from(map(&mut self.ebpf, "MEMO_STACKS")?)?;
+        Ok(m.insert(hash, site, 0)?)
+    }
+
+    /// Forgets a memo signature (best effort).
+    pub fn memo_remove_sig(&mut self, key: &MemoKey) {
+        if let Ok(m) = map(&mut self.ebpf, "MEMO_SIGS")
+            && let Ok(mut m) = HashMap::<_, MemoKey, MemoSig>::try_from(m)
+        {
+            let _ = m.remove(key);
+        }
+    }
+
+    /// Forgets a memo stack (best effort).
+    pub fn memo_remove_stack(&mut self, hash: u64) {
+        if let Ok(m) = map(&mut self.ebpf, "MEMO_STACKS")
+            && let Ok(mut m) = HashMap::<_, u64, u32>::try_from(m)
+        {
+            let _ = m.remove(&hash);
+        }
     }
 
     /// Current kernel counters.

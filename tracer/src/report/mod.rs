@@ -24,7 +24,7 @@ use crate::{
 pub const LEAK_EXIT_CODE: i32 = 99;
 
 /// Most distinct resources listed per group.
-const MAX_RESOURCES: usize = 50;
+const MAX_RESOURCES: usize = 1000;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -47,6 +47,8 @@ pub struct EventTotals {
     pub released: u64,
     pub lost: u64,
     pub drops: Drops,
+    /// Acquisitions whose stack the kernel recognized from the stack memo (no copy sent).
+    pub stack_memo_hits: u64,
 }
 
 /// Every kind of loss, counted separately.
@@ -188,6 +190,7 @@ impl Report {
                 released: c.released,
                 lost: c.lost() + input.stats.bad_records,
                 drops,
+                stack_memo_hits: input.stats.memo_hits,
             },
             processes,
         }
@@ -523,8 +526,6 @@ mod tests {
                     Kind::File,
                     Resource::Path(format!("/tmp/f{i}")),
                     1_000_000_000,
-                    10,
-                    10,
                 ),
             );
         }
@@ -546,8 +547,6 @@ mod tests {
                         name: None,
                     },
                     2_000_000_000,
-                    10,
-                    10,
                 ),
             );
         }
@@ -610,8 +609,6 @@ mod tests {
                 Kind::File,
                 Resource::Unknown,
                 0,
-                1,
-                1,
             ),
         );
         let r = build(&a, 1);

@@ -1,0 +1,195 @@
+//! tracer's command line as users meet it: exit codes, error messages, the JSON schema, the
+//! terminal report, following a command's children.
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{program, require_root, run_with_timeout, trace, tracer};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn tracer_run(args: &[&str]) -> std::process::Output {
+    require_root();
+    run_with_timeout(Command::new(tracer()).arg("run").args(args), LIMIT)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn command_not_found_is_one_line_and_127() {
+    let o = tracer_run(&["--", "no-such-command-xyz"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert_eq!(
+        stderr(&o),
+        "tracer: command not found: no-such-command-xyz\n"
+    );
+}
+
+#[test]
+fn not_root_is_one_clear_line() {
+    require_root();
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
+        return;
+    }
+    let o = run_with_timeout(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(tracer())
+            .args(["run", "--", "true"]),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("tracer: ") && e.contains("root") && e.contains("sudo"),
+        "{e}"
+    );
+}
+
+#[test]
+fn exit_code_is_the_commands() {
+    assert_eq!(
+        tracer_run(&["-q", "--", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        tracer_run(&["-q", "--", "sh", "-c", "kill -9 $$"])
+            .status
+            .code(),
+        Some(137)
+    );
+}
+
+#[test]
+fn fail_on_leak_has_its_own_exit_code() {
+    let Some(bin) = program("c-leaky") else {
+        return;
+    };
+    let bin = bin.to_str().unwrap();
+    assert_eq!(tracer_run(&["-q", "--", bin, "2"]).status.code(), Some(0));
+    assert_eq!(
+        tracer_run(&["-q", "--fail-on-leak", "--", bin, "2"])
+            .status
+            .code(),
+        Some(99)
+    );
+    // One leaked descriptor per site is below the default --min-count of 2...
+    assert_eq!(
+        tracer_run(&["-q", "--fail-on-leak", "--", bin, "1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // ...and a leak with --min-count 1.
+    assert_eq!(
+        tracer_run(&["-q", "--fail-on-leak", "--min-count", "1", "--", bin, "1"])
+            .status
+            .code(),
+        Some(99)
+    );
+}
+
+#[test]
+fn json_report_has_the_documented_schema() {
+    let Some(bin) = program("c-leaky") else {
+        return;
+    };
+    let t = trace(&[], &[&bin, &"2"], LIMIT);
+    let r = &t.report;
+    assert_eq!(r["tool"], "tracer");
+    assert!(r["version"].is_string());
+    assert_eq!(r["command"][0], bin.to_str().unwrap());
+    assert_eq!(r["exit_code"], 0);
+    for k in ["acquired", "released", "lost"] {
+        assert!(r["events"][k].is_u64(), "events.{k}");
+    }
+    let p = &r["processes"][0];
+    for k in ["pid", "ppid"] {
+        assert!(p[k].is_u64(), "{k}");
+    }
+    assert_eq!(p["comm"], "c-leaky");
+    assert_eq!(p["exe"], bin.to_str().unwrap());
+    assert_eq!(p["exit_code"], 0);
+    let g = &p["leaks"][0];
+    for k in ["count", "acquired", "released", "oldest_age_ms"] {
+        assert!(g[k].is_u64(), "{k}");
+    }
+    for k in ["kind", "syscall", "verdict"] {
+        assert!(g[k].is_string(), "{k}");
+    }
+    assert!(g["fds"].as_array().unwrap().iter().all(|f| f.is_u64()));
+    assert!(
+        g["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.is_string())
+    );
+    let f = &g["stack"][0];
+    assert!(f["address"].as_str().unwrap().starts_with("0x"));
+    assert!(f["module"].is_string() && f["inlined"].is_boolean());
+    for k in ["function", "file"] {
+        assert!(f[k].is_string() || f[k].is_null(), "{k}");
+    }
+    assert!(f["line"].is_u64() || f["line"].is_null());
+}
+
+#[test]
+fn follows_children_through_fork_and_exec() {
+    let Some(bin) = program("c-leaky") else {
+        return;
+    };
+    let script = format!("{} 2; {} 3", bin.display(), bin.display());
+    let t = trace(&[], &[&"sh", &"-c", &script], LIMIT);
+    let leakers: Vec<_> = t
+        .processes()
+        .iter()
+        .filter(|p| {
+            p["leaks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["verdict"] == "leak")
+        })
+        .collect();
+    assert_eq!(leakers.len(), 2, "{}", t.summary());
+    let counts: Vec<u64> = leakers
+        .iter()
+        .map(|p| {
+            p["leaks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["count"].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(counts, vec![12, 18], "{}", t.summary());
+    assert!(leakers.iter().all(|p| p["comm"] == "c-leaky"));
+}
+
+#[test]
+fn terminal_report_names_the_leaking_function() {
+    let Some(bin) = program("c-leaky") else {
+        return;
+    };
+    let o = tracer_run(&["--", bin.to_str().unwrap(), "2"]);
+    let e = stderr(&o);
+    assert!(e.contains("events: ") && e.contains(" lost"), "{e}");
+    assert!(e.contains("LEAK"), "{e}");
+    assert!(
+        e.contains(">> leak_socket (") && e.contains("leaky.c:"),
+        "{e}"
+    );
+}

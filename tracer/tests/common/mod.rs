@@ -1,0 +1,246 @@
+//! Helpers for tests that run tracer for real: as root, with real eBPF, on real programs.
+#![allow(dead_code)]
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The tracer binary under test.
+pub fn tracer() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tracer"))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where the Rust demos are built (`cargo xtask test` sets it).
+pub fn demo(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TRACER_TEST_DEMOS")
+        .map_or_else(|| workspace().join("target/release"), PathBuf::from);
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} missing: build the demos first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// A C or Go program built by `cargo xtask build`, or None (with the reason printed) when its
+/// compiler could not be installed.
+pub fn program(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("TRACER_TEST_PROGRAMS")
+        .map_or_else(|| workspace().join("target/programs"), PathBuf::from);
+    let path = dir.join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} was not built (its compiler, gcc or golang-go, could not be installed)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Fails the test early unless we can load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load real eBPF programs: run them as root (cargo xtask test)"
+    );
+}
+
+/// Runs a command, killing it after `limit`.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let reader_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: reader_out.join().expect("stdout reader"),
+        stderr: reader_err.join().expect("stderr reader"),
+    }
+}
+
+/// The result of one `tracer run`.
+pub struct Traced {
+    pub report: Value,
+    pub output: Output,
+}
+
+impl Traced {
+    /// Every group of every process.
+    pub fn groups(&self) -> Vec<&Value> {
+        self.report["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .flat_map(|p| p["leaks"].as_array().expect("leaks"))
+            .collect()
+    }
+
+    /// Groups with a `leak` verdict.
+    pub fn leaks(&self) -> Vec<&Value> {
+        self.groups()
+            .into_iter()
+            .filter(|g| g["verdict"] == "leak")
+            .collect()
+    }
+
+    /// The one group whose stack has a frame in `function` (fails if none or several).
+    pub fn group_at(&self, function: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .groups()
+            .into_iter()
+            .filter(|g| frame(g, function).is_some())
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one group with {function} in its stack, got {}:\n{}",
+            found.len(),
+            self.summary()
+        );
+        found[0]
+    }
+
+    /// The process with this pid's `comm` prefix... by predicate.
+    pub fn processes(&self) -> &Vec<Value> {
+        self.report["processes"].as_array().expect("processes")
+    }
+
+    /// A short text of the groups, for failure messages.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for p in self.processes() {
+            s += &format!("pid {} {}\n", p["pid"], p["comm"]);
+            for g in p["leaks"].as_array().expect("leaks") {
+                let own: Vec<String> = g["stack"]
+                    .as_array()
+                    .expect("stack")
+                    .iter()
+                    .filter(|f| f["own_code"] == true)
+                    .map(|f| format!("{}:{}", f["function"], f["line"]))
+                    .collect();
+                s += &format!(
+                    "  {} {} count={} calls={} syscall={} own={own:?}\n",
+                    g["verdict"], g["kind"], g["count"], g["calls"], g["syscall"]
+                );
+            }
+        }
+        s += &String::from_utf8_lossy(&self.output.stderr);
+        s
+    }
+}
+
+/// The first frame of `group`'s stack whose function ends with `function`.
+pub fn frame<'a>(group: &'a Value, function: &str) -> Option<&'a Value> {
+    group["stack"].as_array()?.iter().find(|f| {
+        f["function"].as_str().is_some_and(|n| {
+            n == function
+                || n.ends_with(&format!("::{function}"))
+                || n.ends_with(&format!(".{function}"))
+        })
+    })
+}
+
+/// Runs `tracer run --json` on a command and parses the report.
+pub fn trace(tracer_args: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>], limit: Duration) -> Traced {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let mut c = Command::new(tracer());
+    c.arg("run")
+        .arg("--json")
+        .arg(&json)
+        .args(tracer_args)
+        .arg("--");
+    for a in cmd {
+        c.arg(a);
+    }
+    let output = run_with_timeout(&mut c, limit);
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); tracer exited {:?}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let report: Value = serde_json::from_str(&text).expect("report is JSON");
+    Traced { report, output }
+}
+
+/// Line of the `tracer-demo: leak site` marker (with an optional label) in a source file.
+pub fn leak_line(source: &str, label: &str) -> u64 {
+    let path = workspace().join(source);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let marker = if label.is_empty() {
+        "tracer-demo: leak site".to_string()
+    } else {
+        format!("tracer-demo: leak site ({label})")
+    };
+    let hits: Vec<u64> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.contains(&marker) && (!label.is_empty() || !l.contains("tracer-demo: leak site ("))
+        })
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    assert_eq!(hits.len(), 1, "one marker {marker:?} in {source}");
+    hits[0]
+}
+
+/// Asserts that `group`'s stack has `function` at `source:line` marked as the program's code.
+pub fn assert_frame(group: &Value, function: &str, source: &str, line: u64) {
+    let f = frame(group, function)
+        .unwrap_or_else(|| panic!("no {function} in stack: {:#}", group["stack"]));
+    let file = f["file"].as_str().unwrap_or("");
+    assert!(
+        file.ends_with(source),
+        "{function} in {file}, expected {source}"
+    );
+    assert_eq!(f["line"], line, "line of {function}");
+    assert_eq!(f["own_code"], true, "{function} is the program's own code");
+}
+
+/// Sum of a numeric field over groups.
+pub fn sum(groups: &[&Value], field: &str) -> u64 {
+    groups.iter().map(|g| g[field].as_u64().unwrap_or(0)).sum()
+}

@@ -1,0 +1,78 @@
+//! After tracer exits, none of its eBPF programs remain in the kernel. (Its own test binary:
+//! cargo runs test binaries one at a time, so no other tracer is running meanwhile.)
+mod common;
+
+use std::{process::Command, thread, time::Duration};
+
+use common::{require_root, run_with_timeout, tracer};
+
+const OURS: [&str; 5] = [
+    "sys_enter",
+    "sys_exit",
+    "proc_fork",
+    "proc_exec",
+    "proc_exit",
+];
+
+fn loaded() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| OURS.contains(&n.as_str()))
+        .collect()
+}
+
+/// Programs are freed after an RCU grace period once their last reference goes: give the kernel
+/// a bounded moment.
+fn gone() -> bool {
+    for _ in 0..100 {
+        if loaded().is_empty() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn nothing_stays_attached() {
+    require_root();
+    assert!(gone(), "programs left by something else: {:?}", loaded());
+    let mut child = Command::new(tracer())
+        .args(["run", "-q", "--", "sleep", "3"])
+        .spawn()
+        .expect("spawn tracer");
+    // While it runs, its programs are there (so the check below can fail).
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = loaded();
+        if seen.len() == OURS.len() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen.len(), OURS.len(), "{seen:?}");
+    assert!(child.wait().expect("wait").success());
+    assert!(gone(), "left attached: {:?}", loaded());
+    // Also when tracer is killed outright (links are owned by its descriptors).
+    let mut child = Command::new(tracer())
+        .args(["run", "-q", "--", "sleep", "30"])
+        .spawn()
+        .expect("spawn tracer");
+    for _ in 0..100 {
+        if loaded().len() == OURS.len() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9 tracer");
+    child.wait().expect("wait");
+    assert!(gone(), "left attached after SIGKILL: {:?}", loaded());
+    // Also after a failed run (command not found).
+    let o = run_with_timeout(
+        Command::new(tracer()).args(["run", "--", "/nonexistent/cmd"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(127));
+    assert!(gone(), "left attached: {:?}", loaded());
+}
