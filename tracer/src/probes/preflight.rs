@@ -1,15 +1,13 @@
 //! Checks that must pass before anything is loaded, each failing with one clear sentence:
-//! privileges, kernel BTF, tracefs (mounted here when missing), locked-memory limit.
-use std::{ffi::CString, fs, path::Path};
+//! privileges, kernel BTF, locked-memory limit. (tracer attaches to raw and BTF tracepoints by
+//! name, so it needs no tracefs.)
+use std::{fs, path::Path};
 
 use anyhow::{Result, bail};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-
-/// Where tracepoints are listed.
-pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Runs every check; mounts tracefs when needed.
 pub fn check() -> Result<()> {
@@ -21,7 +19,6 @@ pub fn check() -> Result<()> {
             super::btf::VMLINUX_BTF
         );
     }
-    ensure_tracefs()?;
     raise_memlock();
     Ok(())
 }
@@ -45,32 +42,6 @@ fn check_privileges() -> Result<()> {
         return Ok(());
     }
     bail!("tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo")
-}
-
-fn ensure_tracefs() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
-    }
-    let target = CString::new(TRACEFS)?;
-    let fstype = CString::new("tracefs")?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 || !Path::new(TRACEFS).join("events").is_dir() {
-        bail!(
-            "tracefs is not mounted at {TRACEFS} and mounting it failed ({}): \
-             mount it with `mount -t tracefs tracefs {TRACEFS}`",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 /// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK.
