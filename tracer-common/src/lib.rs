@@ -69,6 +69,8 @@ pub mod syscall {
     pub const CLOSE: u16 = 44;
     /// Release of a range of descriptors.
     pub const CLOSE_RANGE: u16 = 45;
+    /// Pseudo-syscall of descriptors already open when tracer attached.
+    pub const PRE_EXISTING: u16 = 50;
     /// Size of the identifier space (array bound for per-syscall tables).
     pub const COUNT: usize = 64;
 }
@@ -96,6 +98,8 @@ pub mod event {
     pub const EXEC: u32 = 5;
     /// [`super::ExitEvent`].
     pub const EXIT: u32 = 6;
+    /// [`super::SockStateEvent`].
+    pub const SOCK_STATE: u32 = 7;
 }
 
 /// How a descriptor was released ([`ReleaseEvent::how`]).
@@ -128,6 +132,8 @@ pub mod counter {
     pub const INFLIGHT_LOST: u32 = 5;
     /// Traced processes not registered because the process map was full.
     pub const PROC_MAP_FULL: u32 = 6;
+    /// Acquisitions that failed with EMFILE or ENFILE (descriptor limit reached).
+    pub const EMFILE: u32 = 7;
     /// Number of counters.
     pub const COUNT: u32 = 8;
 }
@@ -173,6 +179,9 @@ pub struct FdEntry {
     /// [`fd_flag`] bits.
     pub flags: u16,
     pub _pad: u32,
+    /// The socket (`struct sock *`) behind a socket descriptor, else 0; its state changes are
+    /// followed while the descriptor is open.
+    pub sk: u64,
 }
 
 /// Value of the `TRACED` map: the in-kernel filter of traced processes.
@@ -245,7 +254,10 @@ pub struct AcquireEvent {
     pub stack_len: u32,
     /// Call site recognized by the stack memo (site id + 1), 0 when the stack was copied.
     pub memo_site: u32,
-    pub _pad: u32,
+    /// For a failed acquisition (`fd` = -1): the errno, EMFILE or ENFILE. Else 0.
+    pub errno: u32,
+    /// The socket (`struct sock *`) behind `fd` for sockets, else 0.
+    pub sk: u64,
     /// Path (open*, creat), name (memfd_create) or peer sockaddr (accept*).
     pub name: [u8; NAME_MAX],
 }
@@ -369,6 +381,44 @@ pub fn memo_hash(key: &MemoKey, sig_words: &[u16], word_at: impl Fn(u16) -> u64)
     })
 }
 
+/// Value of the `SOCKS` map: which descriptor a tracked socket belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SockOwner {
+    pub seq: u64,
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// A tracked socket changed TCP state (the `inet_sock_set_state` tracepoint); `header.tgid` is
+/// the owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SockStateEvent {
+    pub header: EventHeader,
+    /// Acquisition id of the socket's descriptor.
+    pub seq: u64,
+    pub fd: u32,
+    pub old_state: u32,
+    pub new_state: u32,
+    /// Address family (AF_INET, AF_INET6).
+    pub family: u16,
+    /// Local and remote ports, host order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: [u16; 3],
+    /// Local and remote addresses (IPv4 in the first 4 bytes).
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// TCP states as the kernel numbers them (`TCP_ESTABLISHED` ...).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const CLOSE: u32 = 7;
+}
+
 /// Offsets of kernel structure fields, resolved by userspace from the running kernel's BTF
 /// (hand-made CO-RE: the eBPF programs read kernel memory at these offsets).
 #[repr(C)]
@@ -390,6 +440,16 @@ pub struct KernelOffsets {
     pub vma_start: u32,
     pub vma_end: u32,
     pub binprm_filename: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub _pad: u32,
 }
 
 /// Read-only configuration written into the eBPF object before it is loaded.
@@ -401,6 +461,14 @@ pub struct Config {
     pub stack_max: u32,
     /// Unread bytes in the ring buffer above which a record wakes the collector.
     pub wakeup_bytes: u32,
+    /// Trace every process that passes the filters below, not only those in `TRACED`.
+    pub system_wide: u32,
+    /// Cgroup level of `cgroup_id` (its depth under the cgroup2 root).
+    pub cgroup_level: u32,
+    /// Only processes in this cgroup (v2 id) or below it; 0: any.
+    pub cgroup_id: u64,
+    /// Only processes with this `comm` (NUL-padded); all zeros: any.
+    pub comm: [u8; 16],
 }
 
 #[cfg(feature = "user")]
@@ -413,4 +481,5 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for MemoKey {}
     unsafe impl aya::Pod for MemoSig {}
+    unsafe impl aya::Pod for SockOwner {}
 }

@@ -26,9 +26,10 @@ use core::{
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::{
-            bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
+            bpf_find_vma, bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_loop,
+            bpf_probe_read_kernel,
             bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
@@ -40,7 +41,7 @@ use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
     ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, KernelOffsets, MAX_PROCS,
     MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES,
-    SockAddrEvent, UserRegs, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release,
+    SockAddrEvent, SockOwner, SockStateEvent, UserRegs, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release,
     syscall,
 };
 
@@ -64,9 +65,23 @@ static CONFIG: Config = Config {
         vma_start: 0,
         vma_end: 0,
         binprm_filename: 0,
+        file_private_data: 0,
+        socket_sk: 0,
+        skc_daddr: 0,
+        skc_rcv_saddr: 0,
+        skc_dport: 0,
+        skc_num: 0,
+        skc_family: 0,
+        skc_v6_daddr: 0,
+        skc_v6_rcv_saddr: 0,
+        _pad: 0,
     },
     stack_max: 0,
     wakeup_bytes: 0,
+    system_wide: 0,
+    cgroup_level: 0,
+    cgroup_id: 0,
+    comm: [0; 16],
 };
 
 /// The traced processes (the in-kernel filter).
@@ -76,6 +91,10 @@ static TRACED: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0)
 /// Outstanding descriptors of traced processes: the accounting itself. Sized by userspace.
 #[map]
 static OPEN_FDS: HashMap<FdKey, FdEntry> = HashMap::with_max_entries(1, 0);
+
+/// Tracked sockets (`struct sock *`) -> the descriptor holding them, for state changes.
+#[map]
+static SOCKS: HashMap<u64, SockOwner> = HashMap::with_max_entries(65536, 0);
 
 /// Descriptor-table size of a traced thread's pending exec, by thread id.
 #[map]
@@ -119,8 +138,11 @@ static MEMO_STACK_SCRATCH: PerCpuArray<[u64; 4096]> = PerCpuArray::with_max_entr
 static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 const EINPROGRESS: i64 = 115;
+const EMFILE: i64 = 24;
+const ENFILE: i64 = 23;
 const AT_FDCWD: i32 = -100;
 const S_IFMT: u16 = 0o170000;
+const AF_INET6: u16 = 10;
 
 /// Reads a field of CONFIG. The volatile read stops the compiler from folding the build-time zeros
 /// that userspace replaces before load.
@@ -218,6 +240,19 @@ fn fd_inode(fdt: u64, fd: i32) -> (u64, u16) {
     }
 }
 
+/// The `struct sock *` of socket descriptor `fd` (0 if unknown).
+#[inline(always)]
+fn fd_socket(fdt: u64, fd: i32) -> u64 {
+    if fd < 0 {
+        return 0;
+    }
+    kread::<u64>(fdt, off!(fdt_fd))
+        .and_then(|arr| kread::<u64>(arr, fd as u64 * 8))
+        .and_then(|file| kread::<u64>(file, off!(file_private_data)))
+        .and_then(|socket| kread::<u64>(socket, off!(socket_sk)))
+        .unwrap_or(0)
+}
+
 #[inline(always)]
 fn wakeup_flags() -> u64 {
     // Waking the consumer costs an IPI per record; wake it only once the ring holds
@@ -266,11 +301,15 @@ fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
 #[inline(never)]
 fn release_fd(tgid: u32, fd: u32, how: u32) {
     let key = FdKey { tgid, fd };
-    let Some(seq) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { (*e).seq }) else {
+    // SAFETY: copies out of a valid map value.
+    let Some((seq, sk)) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { ((*e).seq, (*e).sk) }) else {
         return;
     };
     // Only the thread whose delete succeeds reports it (two threads may race to close).
     if OPEN_FDS.remove(&key).is_ok() {
+        if sk != 0 {
+            let _ = SOCKS.remove(&sk);
+        }
         emit_release(tgid, fd, seq, how);
     }
 }
@@ -395,11 +434,41 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Whether `tgid`'s own descriptors are accounted.
+/// Whether `tgid`'s own descriptors are accounted: registered, or selected system-wide.
 #[inline(always)]
 fn traced(tgid: u32) -> bool {
     // SAFETY: read-only use of a map value.
-    unsafe { TRACED.get(&tgid) }.is_some_and(|s| s.flags & proc_flag::TRACE_SELF != 0)
+    match unsafe { TRACED.get(&tgid) } {
+        Some(s) => s.flags & proc_flag::TRACE_SELF != 0,
+        None => config_u32(addr_of!(CONFIG.system_wide)) != 0 && selected(),
+    }
+}
+
+/// Whether the current process passes the system-wide filters (cgroup, comm).
+#[inline(always)]
+fn selected() -> bool {
+    // SAFETY: CONFIG is a plain global, read volatile like config_u32.
+    let cgroup = unsafe { read_volatile(addr_of!(CONFIG.cgroup_id)) };
+    if cgroup != 0 {
+        let level = config_u32(addr_of!(CONFIG.cgroup_level)) as i32;
+        // SAFETY: helper without preconditions.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(level) } != cgroup {
+            return false;
+        }
+    }
+    // SAFETY: as above.
+    let want: [u64; 2] = unsafe { read_volatile(addr_of!(CONFIG.comm).cast()) };
+    if want[0] == 0 {
+        return true;
+    }
+    match bpf_get_current_comm() {
+        Ok(comm) => {
+            // SAFETY: 16 bytes read as two words.
+            let have: [u64; 2] = unsafe { core::mem::transmute(comm) };
+            have == want
+        }
+        Err(_) => false,
+    }
 }
 
 #[btf_tracepoint(function = "sys_exit")]
@@ -416,8 +485,9 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
-    let connecting = (id == syscall::CONNECT || id == syscall::BIND) && ret == -EINPROGRESS;
-    if ret < 0 && !connecting {
+    let is_socket_op = id == syscall::CONNECT || id == syscall::BIND;
+    let limit_hit = (ret == -EMFILE || ret == -ENFILE) && !is_socket_op;
+    if ret < 0 && !(is_socket_op && ret == -EINPROGRESS) && !limit_hit {
         return 0;
     }
     let tgid = (pid_tgid >> 32) as u32;
@@ -426,6 +496,11 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     // The argument registers are still as they were at entry.
     let args = syscall_args(regs_ptr);
+    if limit_hit {
+        bump(counter::EMFILE, 1);
+        failed(tgid, pid_tgid as u32, id, -ret as u32, &user_regs(regs_ptr));
+        return 0;
+    }
     match id {
         syscall::CONNECT | syscall::BIND => sockaddr(tgid, id, &args),
         syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => {}
@@ -482,6 +557,20 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
     let seq = next_seq();
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
+    // Sockets: remember the socket so its TCP state changes can be followed.
+    let sk = if matches!(sys, syscall::SOCKET | syscall::ACCEPT | syscall::ACCEPT4) {
+        fd_socket(current_fdt().unwrap_or(0), fd)
+    } else {
+        0
+    };
+    if sk != 0 {
+        let owner = SockOwner {
+            seq,
+            tgid,
+            fd: fd as u32,
+        };
+        let _ = SOCKS.insert(&sk, &owner, 0);
+    }
     let entry = FdEntry {
         seq,
         ts_ns,
@@ -490,6 +579,7 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         syscall: sys,
         flags: 0,
         _pad: 0,
+        sk,
     };
     let replaced = if sys == syscall::DUP2 || sys == syscall::DUP3 {
         release::DUP2
@@ -534,6 +624,8 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         ino: [ino, ino2],
         i_mode,
         ts_ns,
+        errno: 0,
+        sk,
         name_src: match sys {
             syscall::OPEN | syscall::CREAT | syscall::MEMFD_CREATE => {
                 NameSrc::new(NAME_STR, a[0], 0)
@@ -544,6 +636,29 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
             }
             _ => NameSrc::new(NAME_NONE, 0, 0),
         },
+    };
+    send_acquire(&acq, regs);
+}
+
+/// An acquisition that failed because a descriptor limit was reached: sent with its stack.
+#[inline(never)]
+fn failed(tgid: u32, tid: u32, sys: u16, errno: u32, regs: &UserRegs) {
+    let acq = Acquisition {
+        errno,
+        sk: 0,
+        tgid,
+        tid,
+        fd: -1,
+        fd2: -1,
+        sys,
+        i_mode: 0,
+        seq: 0,
+        src_seq: 0,
+        arg: 0,
+        ino: [0, 0],
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        name_src: NameSrc::new(NAME_NONE, 0, 0),
     };
     send_acquire(&acq, regs);
 }
@@ -571,6 +686,9 @@ impl NameSrc {
 
 /// Everything an [`AcquireEvent`] says, gathered before the ring record is reserved.
 struct Acquisition {
+    /// For a failed acquisition: its errno (fd is then -1).
+    errno: u32,
+    sk: u64,
     tgid: u32,
     tid: u32,
     fd: i32,
@@ -784,7 +902,8 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, m
         (*ev).syscall = acq.sys;
         (*ev).i_mode = acq.i_mode;
         (*ev).memo_site = memo_site;
-        (*ev)._pad = 0;
+        (*ev).errno = acq.errno;
+        (*ev).sk = acq.sk;
         (*ev).name_len = read_name(addr_of_mut!((*ev).name).cast(), acq.name_src);
 
         let mut len = want as usize;
@@ -1003,10 +1122,14 @@ extern "C" fn fork_step(fd: u64, ctx: *mut c_void) -> i64 {
 pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: read-only use of a map value.
-    let Some(parent) = (unsafe { TRACED.get(&parent_tgid) }).copied() else {
-        return 0;
+    let parent = (unsafe { TRACED.get(&parent_tgid) }).copied();
+    // A registered parent passes registration on; a traced parent passes its descriptors on.
+    let register_child = parent.is_some_and(|p| p.flags & proc_flag::TRACE_CHILDREN != 0);
+    let copy_fds = match parent {
+        Some(p) => p.flags & proc_flag::TRACE_SELF != 0,
+        None => config_u32(addr_of!(CONFIG.system_wide)) != 0 && selected(),
     };
-    if parent.flags & proc_flag::TRACE_CHILDREN == 0 {
+    if !register_child && !copy_fds {
         return 0;
     }
     let child: u64 = ctx.arg(1);
@@ -1015,13 +1138,15 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
     if child_tgid == 0 || child_tgid == parent_tgid {
         return 0;
     }
-    let state = ProcState {
-        parent_tgid,
-        flags: proc_flag::TRACE_SELF | proc_flag::TRACE_CHILDREN,
-    };
-    if TRACED.insert(&child_tgid, &state, 0).is_err() {
-        bump(counter::PROC_MAP_FULL, 1);
-        return 0;
+    if register_child {
+        let state = ProcState {
+            parent_tgid,
+            flags: proc_flag::TRACE_SELF | proc_flag::TRACE_CHILDREN,
+        };
+        if TRACED.insert(&child_tgid, &state, 0).is_err() {
+            bump(counter::PROC_MAP_FULL, 1);
+            return 0;
+        }
     }
     let mut l = FdLoop {
         tgid: parent_tgid,
@@ -1034,7 +1159,7 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
         count: 0,
     };
     // Only traced processes' descriptors are copied; a launcher's own are not ours.
-    if parent.flags & proc_flag::TRACE_SELF != 0 && l.fdt != 0 {
+    if copy_fds && l.fdt != 0 {
         let max_fds: u32 = kread(l.fdt, off!(fdt_max_fds)).unwrap_or(0);
         // SAFETY: the callback only touches `l` and maps.
         unsafe { bpf_loop(max_fds, fork_step as *mut c_void, addr_of_mut!(l).cast(), 0) };
@@ -1074,8 +1199,7 @@ extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
 pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: read-only use of a map value.
-    if unsafe { TRACED.get(&tgid) }.is_none() {
+    if !traced(tgid) {
         return 0;
     }
     // The thread that called exec (its id before exec took over the thread group).
@@ -1130,8 +1254,7 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: read-only use of a map value.
-    if unsafe { TRACED.get(&tgid) }.is_none() {
+    if !traced(tgid) {
         return 0;
     }
     // SAFETY: helper without preconditions.
@@ -1157,6 +1280,45 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
         }
         None => bump(counter::EVENTS_LOST, 1),
     }
+    0
+}
+
+/// A tracked socket changed TCP state: report it with its addresses.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn sock_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    // SAFETY: copy out of a valid map value.
+    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return 0;
+    };
+    let Some(mut rec) = EVENTS.reserve::<SockStateEvent>(0) else {
+        bump(counter::EVENTS_LOST, 1);
+        return 0;
+    };
+    let family: u16 = kread(sk, off!(skc_family)).unwrap_or(0);
+    let ev = rec.as_mut_ptr();
+    // SAFETY: writes stay inside the reserved record.
+    unsafe {
+        (*ev).header = header(event::SOCK_STATE, owner.tgid);
+        (*ev).seq = owner.seq;
+        (*ev).fd = owner.fd;
+        (*ev).old_state = ctx.arg::<u64>(1) as u32;
+        (*ev).new_state = ctx.arg::<u64>(2) as u32;
+        (*ev).family = family;
+        (*ev).sport = kread::<u16>(sk, off!(skc_num)).unwrap_or(0);
+        (*ev).dport = u16::from_be(kread::<u16>(sk, off!(skc_dport)).unwrap_or(0));
+        (*ev)._pad = [0; 3];
+        if family == AF_INET6 {
+            (*ev).saddr = kread(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+            (*ev).daddr = kread(sk, off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        } else {
+            let s: [u8; 4] = kread(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+            let d: [u8; 4] = kread(sk, off!(skc_daddr)).unwrap_or([0; 4]);
+            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        }
+    }
+    rec.submit(wakeup_flags());
     0
 }
 

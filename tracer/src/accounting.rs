@@ -61,6 +61,14 @@ pub struct Counts {
     pub inherited: u64,
 }
 
+/// Acquisitions from one call site that failed because a descriptor limit was reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitHits {
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
 /// A traced process.
 #[derive(Clone, Debug, Default)]
 pub struct Process {
@@ -76,6 +84,8 @@ pub struct Process {
     pub ended_ns: Option<u64>,
     pub open: BTreeMap<u32, Held>,
     pub groups: HashMap<GroupKey, Counts>,
+    /// Failed acquisitions by (call site, errno): EMFILE or ENFILE.
+    pub limit_hits: BTreeMap<(GroupKey, u32), LimitHits>,
 }
 
 impl Process {
@@ -177,6 +187,16 @@ impl Accounting {
         }
         self.unref(seq);
         true
+    }
+
+    /// Records an acquisition that failed with `errno` (EMFILE, ENFILE) at `key`.
+    pub fn limit_hit(&mut self, pid: u32, key: GroupKey, errno: u32, ts_ns: u64) {
+        let h = self.process_mut(pid).limit_hits.entry((key, errno)).or_default();
+        if h.count == 0 {
+            h.first_ns = ts_ns;
+        }
+        h.count += 1;
+        h.last_ns = ts_ns;
     }
 
     /// Updates the socket description of acquisition `seq` (connect/bind addresses).

@@ -59,6 +59,10 @@ pub struct Stats {
     pub bad_records: u64,
     /// Acquisitions that arrived without a stack copy.
     pub stacks_missing: u64,
+    /// Stack copies that could not be unwound: the process's mappings were unknown.
+    pub stacks_unmapped: u64,
+    /// Mapping records the kernel dropped.
+    pub mappings_lost: u64,
     /// Acquisitions whose call site the kernel recognized from the stack memo.
     pub memo_hits: u64,
     /// Differences repaired by reconciling with the kernel's map.
@@ -177,6 +181,7 @@ impl Collector {
         for pid in live {
             self.state.reconcile(pid, false);
         }
+        self.state.stats.mappings_lost = self.state.maps.lost;
         self.state.probes.counters()
     }
 }
@@ -187,6 +192,27 @@ impl State {
             Event::Acquire(a, stack) => self.on_acquire(&a, stack),
             Event::Release(r) => self.on_release(&r),
             Event::SockAddr(s) => self.on_sockaddr(&s),
+            // After its process exited, a socket's changes are the kernel closing it.
+            Event::SockState(s)
+                if self
+                    .acct
+                    .process(s.header.tgid)
+                    .is_some_and(|p| p.exit_status.is_some()) => {}
+            Event::SockState(s) => {
+                let (local, peer) = (
+                    enrich::inet_addr(s.family, &s.saddr, s.sport),
+                    enrich::inet_addr(s.family, &s.daddr, s.dport),
+                );
+                self.acct.annotate_socket(s.seq, |info| {
+                    info.state = Some((s.new_state, s.header.ts_ns));
+                    if s.sport != 0 {
+                        info.local = Some(local);
+                    }
+                    if s.dport != 0 {
+                        info.peer = Some(peer);
+                    }
+                });
+            }
             Event::Fork(f) => self.acct.fork(f.parent_tgid, f.header.tgid, f.header.ts_ns),
             Event::Exec(e) => {
                 let pid = e.header.tgid;
@@ -225,6 +251,7 @@ impl State {
         } else {
             let unwound = self.unwind(pid, a, stack);
             if unwound.frames.is_empty() {
+                self.stats.stacks_unmapped += 1;
                 None
             } else {
                 let site = self.sites.intern(unwound.frames);
@@ -241,6 +268,14 @@ impl State {
                 Some(site)
             }
         };
+        let key = GroupKey {
+            site,
+            syscall: a.syscall,
+        };
+        if a.fd < 0 {
+            self.acct.limit_hit(pid, key, a.errno, a.header.ts_ns);
+            return;
+        }
         let source = self.acct.acquisition(a.src_seq).cloned();
         let kind = enrich::kind_of(a)
             .or(source.as_ref().map(|s| s.kind))
@@ -256,10 +291,6 @@ impl State {
             cwd.as_deref(),
             source.as_ref().map(|s| &s.resource),
         );
-        let key = GroupKey {
-            site,
-            syscall: a.syscall,
-        };
         self.acct.acquire(
             pid,
             &[a.fd, a.fd2],
@@ -330,6 +361,11 @@ impl State {
                 // Only if still the same descriptor (the pid may already be reused).
                 if map.get(&key, 0).is_ok_and(|cur| cur.seq == e.seq) {
                     let _ = map.remove(&key);
+                }
+            }
+            for (_, e) in &entries {
+                if e.sk != 0 {
+                    self.probes.forget_socket(e.sk);
                 }
             }
         }

@@ -65,13 +65,44 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A socket's type and what it is connected or bound to.
+/// A socket's type, what it is connected or bound to, and its TCP state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SocketInfo {
     pub family: u16,
     pub ty: u16,
     pub local: Option<String>,
     pub peer: Option<String>,
+    /// TCP state (kernel numbering) and since when (CLOCK_MONOTONIC ns), once known.
+    pub state: Option<(u32, u64)>,
+}
+
+/// Name of a TCP state.
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Renders an address and port as `ip:port` (IPv4 in the first 4 bytes for AF_INET).
+pub fn inet_addr(family: u16, addr: &[u8; 16], port: u16) -> String {
+    if family as i32 == libc::AF_INET6 {
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(*addr), port, 0, 0)).to_string()
+    } else {
+        let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
+        SocketAddr::V4(SocketAddrV4::new(ip, port)).to_string()
+    }
 }
 
 impl SocketInfo {
@@ -96,10 +127,14 @@ impl fmt::Display for SocketInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.proto())?;
         match (&self.local, &self.peer) {
-            (Some(l), Some(p)) => write!(f, " {l} -> {p}"),
-            (Some(l), None) => write!(f, " {l}"),
-            (None, Some(p)) => write!(f, " -> {p}"),
-            (None, None) => Ok(()),
+            (Some(l), Some(p)) => write!(f, " {l} -> {p}")?,
+            (Some(l), None) => write!(f, " {l}")?,
+            (None, Some(p)) => write!(f, " -> {p}")?,
+            (None, None) => {}
+        }
+        match self.state {
+            Some((state, _)) => write!(f, " {}", tcp_state_name(state)),
+            None => Ok(()),
         }
     }
 }
@@ -197,6 +232,7 @@ pub fn resource_of(
             ty: (ev.arg >> 16) as u16,
             local: None,
             peer: None,
+            state: None,
         }),
         sys::ACCEPT | sys::ACCEPT4 => {
             let mut info = match source {
@@ -205,12 +241,14 @@ pub fn resource_of(
                     ty: listener.ty,
                     local: listener.local.clone(),
                     peer: None,
+                    state: None,
                 },
                 _ => SocketInfo {
                     family: sockaddr_family(name).unwrap_or(0),
                     ty: libc::SOCK_STREAM as u16,
                     local: None,
                     peer: None,
+                    state: None,
                 },
             };
             info.peer = parse_sockaddr(name);
@@ -326,8 +364,15 @@ mod tests {
             ty: libc::SOCK_STREAM as u16 | libc::SOCK_CLOEXEC as u16,
             local: None,
             peer: Some("127.0.0.1:80".into()),
+            state: None,
         };
         assert_eq!(s.to_string(), "tcp -> 127.0.0.1:80");
+        let cw = SocketInfo {
+            state: Some((8, 0)),
+            ..s
+        };
+        assert_eq!(cw.to_string(), "tcp -> 127.0.0.1:80 CLOSE_WAIT");
+        assert_eq!(inet_addr(2, &[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 443), "10.0.0.1:443");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 use anyhow::{Result, anyhow, bail};
 use bytemuck::{Pod, try_pod_read_unaligned};
 use tracer_common::{
-    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, ReleaseEvent, SockAddrEvent, event,
+    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, ReleaseEvent, SockAddrEvent,
+    SockStateEvent, event,
 };
 
 /// One decoded record; `Acquire` borrows its stack copy from the ring.
@@ -14,6 +15,7 @@ pub enum Event<'a> {
     Fork(ForkEvent),
     Exec(Box<ExecEvent>),
     Exit(ExitEvent),
+    SockState(SockStateEvent),
 }
 
 fn read<T: Pod>(bytes: &[u8]) -> Result<T> {
@@ -46,6 +48,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
         event::FORK => Event::Fork(read(bytes)?),
         event::EXEC => Event::Exec(Box::new(read(bytes)?)),
         event::EXIT => Event::Exit(read(bytes)?),
+        event::SOCK_STATE => Event::SockState(read(bytes)?),
         other => bail!("unknown record kind {other}"),
     })
 }

@@ -63,7 +63,7 @@ pub struct ProcMaps {
     samplers: Vec<Sampler>,
     exited: VecDeque<(Instant, u32)>,
     generation: u64,
-    /// Mapping records the kernel dropped (perf buffer full).
+    /// Mapping records the kernel dropped (perf buffer full) or that did not parse.
     pub lost: u64,
 }
 
@@ -102,6 +102,7 @@ impl ProcMaps {
         for i in 0..self.samplers.len() {
             while let Some(record) = self.samplers[i].next_record() {
                 let Ok(parsed) = record.parse_record() else {
+                    self.lost += 1;
                     continue;
                 };
                 apply(

@@ -33,6 +33,16 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
         vma_start: off("vm_area_struct", "vm_start")?,
         vma_end: off("vm_area_struct", "vm_end")?,
         binprm_filename: off("linux_binprm", "filename")?,
+        file_private_data: off("file", "private_data")?,
+        socket_sk: off("socket", "sk")?,
+        skc_daddr: off("sock_common", "skc_daddr")?,
+        skc_rcv_saddr: off("sock_common", "skc_rcv_saddr")?,
+        skc_dport: off("sock_common", "skc_dport")?,
+        skc_num: off("sock_common", "skc_num")?,
+        skc_family: off("sock_common", "skc_family")?,
+        skc_v6_daddr: off("sock_common", "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")?,
+        _pad: 0,
     })
 }
 

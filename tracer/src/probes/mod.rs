@@ -12,7 +12,8 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint},
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, counter, proc_flag,
+    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, SockOwner, counter,
+    proc_flag,
 };
 
 /// The compiled eBPF object (built by build.rs from tracer-ebpf).
@@ -72,6 +73,10 @@ impl Probes {
             offsets: btf::kernel_offsets()?,
             stack_max: opts.stack_max.min(tracer_common::STACK_MAX as u32),
             wakeup_bytes: ring_bytes / 8,
+            system_wide: 0,
+            cgroup_level: 0,
+            cgroup_id: 0,
+            comm: [0; 16],
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -115,6 +120,7 @@ impl Probes {
             ("proc_fork", "sched_process_fork"),
             ("proc_exec", "sched_process_exec"),
             ("proc_exit", "sched_process_exit"),
+            ("sock_state", "inet_sock_set_state"),
         ] {
             let p: &mut RawTracePoint = ebpf
                 .program_mut(prog)
@@ -198,6 +204,15 @@ impl Probes {
             && let Ok(mut m) = HashMap::<_, u64, u32>::try_from(m)
         {
             let _ = m.remove(&hash);
+        }
+    }
+
+    /// Stops following a socket's state (its descriptor's process is gone).
+    pub fn forget_socket(&mut self, sk: u64) {
+        if let Ok(m) = map(&mut self.ebpf, "SOCKS")
+            && let Ok(mut m) = HashMap::<_, u64, SockOwner>::try_from(m)
+        {
+            let _ = m.remove(&sk);
         }
     }
 

@@ -64,6 +64,12 @@ pub struct Drops {
     pub proc_map_full: u64,
     /// Acquisitions whose user stack could not be read.
     pub stacks_unreadable: u64,
+    /// Acquisitions that arrived without a stack for another reason (see the README).
+    pub stacks_missing: u64,
+    /// Stacks that could not be unwound because the process's mappings were unknown.
+    pub stacks_unmapped: u64,
+    /// Mapping records the kernel dropped (perf buffer full).
+    pub mappings_lost: u64,
     /// Descriptors found in the kernel's map without their acquisition event.
     pub unseen_acquisitions: u64,
     /// Held descriptors the kernel had released without us seeing the release event.
@@ -175,6 +181,9 @@ impl Report {
             inflight_full: c.inflight_lost,
             proc_map_full: c.proc_map_full,
             stacks_unreadable: c.stack_unreadable,
+            stacks_missing: input.stats.stacks_missing.saturating_sub(c.stack_unreadable),
+            stacks_unmapped: input.stats.stacks_unmapped,
+            mappings_lost: input.stats.mappings_lost,
             unseen_acquisitions: input.stats.reconciled.unseen_acquisitions,
             unseen_releases: input.stats.reconciled.unseen_releases,
         };

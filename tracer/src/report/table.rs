@@ -54,6 +54,15 @@ pub fn render(report: &Report, opts: Options) -> String {
         "events: {} acquired, {} released, {} lost",
         e.acquired, e.released, e.lost
     );
+    let d = &e.drops;
+    let no_stack = d.stacks_unreadable + d.stacks_missing + d.stacks_unmapped;
+    if no_stack > 0 {
+        let _ = writeln!(
+            out,
+            "  {no_stack} acquisitions without a stack: {} unreadable, {} unmapped, {} other; mapping records lost: {}",
+            d.stacks_unreadable, d.stacks_unmapped, d.stacks_missing, d.mappings_lost
+        );
+    }
     if e.lost > 0 {
         let d = &e.drops;
         let _ = writeln!(

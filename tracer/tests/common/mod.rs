@@ -164,6 +164,7 @@ impl Traced {
                 );
             }
         }
+        s += &format!("events: {}\n", self.report["events"]);
         s += &String::from_utf8_lossy(&self.output.stderr);
         s
     }
