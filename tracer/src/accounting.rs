@@ -167,6 +167,24 @@ impl Accounting {
         }
     }
 
+    /// Records a descriptor that was already open when tracing began (no acquisition seen, so
+    /// no call-site counts).
+    pub fn pre_existing(&mut self, pid: u32, fd: u32, seq: u64, acq: Acquisition) {
+        let mut acq = acq;
+        acq.refs = 1;
+        self.acqs.insert(seq, acq);
+        let old = self.process_mut(pid).open.insert(
+            fd,
+            Held {
+                seq,
+                inherited: false,
+            },
+        );
+        if let Some(old) = old {
+            self.unref(old.seq);
+        }
+    }
+
     /// Records a release; returns whether it matched a held descriptor.
     pub fn release(&mut self, pid: u32, fd: u32, seq: u64) -> bool {
         let Some(proc) = self.procs.get_mut(&pid) else {

@@ -230,6 +230,8 @@ impl State {
                         .collect();
                 }
             }
+            // System-wide, every selected process's exit is reported: only ours matter.
+            Event::Exit(x) if self.acct.process(x.header.tgid).is_none() => {}
             Event::Exit(x) => {
                 let pid = x.header.tgid;
                 self.acct.exit(pid, x.status, x.header.ts_ns);

@@ -9,6 +9,7 @@ mod enrich;
 mod events;
 mod memo;
 mod probes;
+mod procfs;
 mod procmaps;
 mod report;
 mod run;

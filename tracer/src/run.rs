@@ -13,6 +13,7 @@ use crate::{
     collector::Collector,
     probes::{ProbeOptions, monotonic_ns},
     report::{self, LEAK_EXIT_CODE, Report},
+    symbolize::Symbolizer,
 };
 
 /// Exit code when the command cannot be executed.
@@ -100,6 +101,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         stats: collector.state.stats,
         acct: &collector.state.acct,
         sites: &collector.state.sites,
+        symbolizer: &mut Symbolizer::default(),
+        attached: false,
     });
     if let Some(path) = &args.json {
         report::json::write(&report, path)?;

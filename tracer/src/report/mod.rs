@@ -10,9 +10,11 @@ use std::{
 };
 
 use serde::Serialize;
+use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use crate::{
     accounting::{Accounting, Counts, GroupKey, Process, SiteId},
+    enrich::Resource,
     collector::{Sites, Stats},
     enrich::Kind,
     probes::{Counters, syscalls},
@@ -92,6 +94,31 @@ pub struct ProcessReport {
     pub open_at_end: u64,
     /// Call sites with descriptors still open, leaks first, biggest first.
     pub leaks: Vec<Group>,
+    /// Descriptors already open when tracer attached and still open (origin unknown: no stack,
+    /// no age). Only when attaching to a running process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_existing: Option<Vec<PreExisting>>,
+    /// Acquisitions that failed because a descriptor limit was reached, by call site.
+    pub limit_hits: Vec<LimitHit>,
+}
+
+/// A descriptor that was open before tracer attached.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreExisting {
+    pub fd: u32,
+    pub kind: Kind,
+    pub resource: String,
+}
+
+/// Failed acquisitions (EMFILE: the process's limit; ENFILE: the system's) from one call site.
+#[derive(Debug, Serialize)]
+pub struct LimitHit {
+    pub errno: &'static str,
+    pub count: u64,
+    pub syscall: String,
+    /// Time from the first to the last failure.
+    pub span_ms: u64,
+    pub stack: Vec<Frame>,
 }
 
 /// Whether a call site leaks.
@@ -102,6 +129,9 @@ pub enum Verdict {
     Leak,
     /// Still open, but fewer: a log file or a runtime's singleton opened once.
     Unclosed,
+    /// Live processes: still growing over consecutive intervals, or old descriptors while more
+    /// keep coming (see `tracer --help`).
+    Suspect,
 }
 
 /// Outstanding descriptors from one call site in one process.
@@ -122,8 +152,19 @@ pub struct Group {
     pub syscall: String,
     pub oldest_age_ms: u64,
     pub verdict: Verdict,
+    /// Sockets among them in CLOSE_WAIT (the peer closed; this process never did), and for how
+    /// long the oldest has been.
+    pub close_wait: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_wait_oldest_ms: Option<u64>,
+    /// Change of `count` per minute while observed (live modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_per_min: Option<f64>,
     /// Innermost frame first.
     pub stack: Vec<Frame>,
+    /// Identity of the call site across snapshots (syscall, kind, source locations).
+    #[serde(skip)]
+    pub site: String,
 }
 
 impl Group {
@@ -161,18 +202,21 @@ pub struct Inputs<'a> {
     pub stats: Stats,
     pub acct: &'a Accounting,
     pub sites: &'a Sites,
+    /// Kept across reports (live modes build one per interval).
+    pub symbolizer: &'a mut Symbolizer,
+    /// Attached to running processes: list what was open before.
+    pub attached: bool,
 }
 
 impl Report {
     /// Builds the report, symbolizing the stacks of every outstanding group.
-    pub fn build(input: Inputs<'_>) -> Report {
-        let mut symbolizer = Symbolizer::default();
+    pub fn build(mut input: Inputs<'_>) -> Report {
         let mut stacks: HashMap<SiteId, Vec<Frame>> = HashMap::new();
         let processes = input
             .acct
             .processes()
             .into_iter()
-            .map(|p| process_report(p, &input, &mut symbolizer, &mut stacks))
+            .map(|p| process_report(p, &mut input, &mut stacks))
             .collect();
         let c = input.counters;
         let drops = Drops {
@@ -218,19 +262,25 @@ const FIRST_REPORTED_FD: u32 = 3;
 
 fn process_report(
     p: &Process,
-    input: &Inputs<'_>,
-    symbolizer: &mut Symbolizer,
+    input: &mut Inputs<'_>,
     stacks: &mut HashMap<SiteId, Vec<Frame>>,
 ) -> ProcessReport {
     let end_ns = p.ended_ns.unwrap_or(input.now_ns);
     // Outstanding descriptors by call site...
     let mut by_key: BTreeMap<GroupKey, Vec<(u32, u64)>> = BTreeMap::new();
-    for (&fd, held) in p.open.range(FIRST_REPORTED_FD..) {
-        if input.acct.acquisition(held.seq).is_some() {
-            let key = input.acct.acquisition(held.seq).map(|a| a.key);
-            if let Some(key) = key {
-                by_key.entry(key).or_default().push((fd, held.seq));
-            }
+    let mut pre_existing = Vec::new();
+    for (&fd, held) in &p.open {
+        let Some(acq) = input.acct.acquisition(held.seq) else {
+            continue;
+        };
+        if acq.key.syscall == sys::PRE_EXISTING {
+            pre_existing.push(PreExisting {
+                fd,
+                kind: acq.kind,
+                resource: acq.resource.to_string(),
+            });
+        } else if fd >= FIRST_REPORTED_FD {
+            by_key.entry(acq.key).or_default().push((fd, held.seq));
         }
     }
     // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
@@ -244,18 +294,12 @@ fn process_report(
         resources: BTreeSet<String>,
         oldest_ns: u64,
         counts: Counts,
+        close_wait: u64,
+        close_wait_since: u64,
     }
     let mut merged: BTreeMap<(u16, Kind, Vec<String>), Merged> = BTreeMap::new();
     for (key, fds) in by_key {
-        let stack = key
-            .site
-            .map(|s| {
-                stacks
-                    .entry(s)
-                    .or_insert_with(|| symbolize_stack(&input.sites.stacks[s as usize], symbolizer))
-                    .clone()
-            })
-            .unwrap_or_default();
+        let stack = site_stack(key.site, input, stacks);
         let Some(first) = input.acct.acquisition(fds[0].1) else {
             continue;
         };
@@ -271,6 +315,8 @@ fn process_report(
                 resources: BTreeSet::new(),
                 oldest_ns: u64::MAX,
                 counts: Counts::default(),
+                close_wait: 0,
+                close_wait_since: u64::MAX,
             });
         let c = p.groups.get(&key).copied().unwrap_or_default();
         m.counts.acquired += c.acquired;
@@ -286,11 +332,17 @@ fn process_report(
                 m.resources.insert(acq.resource.to_string());
             }
             m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
+            if let Resource::Socket(info) = &acq.resource
+                && let Some((CLOSE_WAIT, since)) = info.state
+            {
+                m.close_wait += 1;
+                m.close_wait_since = m.close_wait_since.min(since);
+            }
         }
     }
     let mut leaks: Vec<Group> = merged
-        .into_values()
-        .map(|mut m| {
+        .into_iter()
+        .map(|((_, _, signature), mut m)| {
             m.fds.sort_unstable();
             let calls = m.seqs.len() as u64;
             Group {
@@ -309,13 +361,29 @@ fn process_report(
                 } else {
                     Verdict::Unclosed
                 },
+                close_wait: m.close_wait,
+                close_wait_oldest_ms: (m.close_wait > 0)
+                    .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
+                growth_per_min: None,
                 stack: m.stack,
+                site: format!("{}|{}|{}", m.syscall, m.kind, signature.join("|")),
             }
         })
         .collect();
     leaks.sort_by(|a, b| {
         (b.verdict == Verdict::Leak, b.count).cmp(&(a.verdict == Verdict::Leak, a.count))
     });
+    let limit_hits = p
+        .limit_hits
+        .iter()
+        .map(|((key, errno), h)| LimitHit {
+            errno: if *errno == libc::ENFILE as u32 { "ENFILE" } else { "EMFILE" },
+            count: h.count,
+            syscall: syscalls::name(key.syscall).to_string(),
+            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
+            stack: site_stack(key.site, input, stacks),
+        })
+        .collect();
     ProcessReport {
         pid: p.pid,
         ppid: p.ppid,
@@ -326,7 +394,24 @@ fn process_report(
         running: p.exit_status.is_none(),
         open_at_end: p.open.range(FIRST_REPORTED_FD..).count() as u64,
         leaks,
+        pre_existing: input.attached.then_some(pre_existing),
+        limit_hits,
     }
+}
+
+/// Symbolized frames of a call site (cached per report).
+fn site_stack(
+    site: Option<SiteId>,
+    input: &mut Inputs<'_>,
+    stacks: &mut HashMap<SiteId, Vec<Frame>>,
+) -> Vec<Frame> {
+    let Some(s) = site else {
+        return Vec::new();
+    };
+    stacks
+        .entry(s)
+        .or_insert_with(|| symbolize_stack(&input.sites.stacks[s as usize], input.symbolizer))
+        .clone()
 }
 
 /// A frame's identity in source terms (module and offset when there are no symbols).
@@ -565,6 +650,7 @@ mod tests {
 
     fn build(a: &Accounting, min_count: u64) -> Report {
         let sites = Sites::default();
+        let mut symbolizer = Symbolizer::default();
         Report::build(Inputs {
             command: vec!["x".into()],
             exit_code: 0,
@@ -575,6 +661,8 @@ mod tests {
             stats: Stats::default(),
             acct: a,
             sites: &sites,
+            symbolizer: &mut symbolizer,
+            attached: false,
         })
     }
 

@@ -139,6 +139,7 @@ fn render_process(
         .map(|g| Row {
             verdict: match g.verdict {
                 Verdict::Leak => "LEAK".into(),
+                Verdict::Suspect => "SUSPECT".into(),
                 Verdict::Unclosed => "unclosed".into(),
             },
             kind: g.kind.to_string(),
