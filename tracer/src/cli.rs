@@ -6,11 +6,70 @@ use clap::{Args, Parser, Subcommand};
 use crate::report::LEAK_EXIT_CODE;
 
 /// Finds the file descriptors a Linux program never releases, and the code that created them.
+///
+/// Without a subcommand tracer watches live processes: `tracer --pid N` attaches to a running
+/// process, `tracer` alone watches the whole system.
 #[derive(Debug, Parser)]
-#[command(name = "tracer", version, about, long_about = None)]
+#[command(
+    name = "tracer",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = watch_help()
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// Live mode: attach to processes, or watch the system.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Attach to this running process (repeat for several); its children are followed.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Watch processes with this name (the kernel's `comm`, 15 characters at most).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Watch processes in this cgroup (v2) and below, e.g. a container's.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Seconds between live updates.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    pub interval: f64,
+    /// Stop after this many seconds (default: Ctrl-C, SIGTERM, or when the targets exit).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub duration: Option<f64>,
+    /// A site whose descriptors are older than this while more keep coming is a suspect.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = positive_secs)]
+    pub min_age: f64,
+    /// Write the final JSON report to FILE ("-" for standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a JSON report to FILE the first time a watched process hits its descriptor limit.
+    #[arg(long, value_name = "FILE")]
+    pub on_emfile: Option<PathBuf>,
+    /// Descriptors from one call site still open at exit for a `leak` verdict.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_count: u64,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
+}
+
+fn watch_help() -> &'static str {
+    "Examples:\n  sudo tracer --pid $(pidof svc)        attach to a live service\n  \
+     sudo tracer --comm nginx --interval 2  every process named nginx\n  \
+     sudo tracer                            the whole system\n  \
+     sudo tracer run -- ./tests             run a command and report its leaks"
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,10 +139,21 @@ mod tests {
     }
 
     #[test]
+    fn watch_mode_is_the_default() {
+        let cli = Cli::try_parse_from(["tracer", "-p", "1", "--pid", "2", "--interval", "1"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.watch.pids, [1, 2]);
+        assert!(Cli::try_parse_from(["tracer", "--interval", "0"]).is_err());
+        assert!(Cli::try_parse_from(["tracer", "--pid", "x"]).is_err());
+    }
+
+    #[test]
     fn run_takes_command_with_hyphens() {
         let cli =
             Cli::try_parse_from(["tracer", "run", "--min-count", "3", "--", "ls", "-l"]).unwrap();
-        let Command::Run(r) = cli.command;
+        let Some(Command::Run(r)) = cli.command else {
+            panic!("run expected")
+        };
         assert_eq!(r.command, ["ls", "-l"]);
         assert_eq!(r.min_count, 3);
         assert!(Cli::try_parse_from(["tracer", "run", "--min-count", "0", "ls"]).is_err());

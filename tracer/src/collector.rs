@@ -7,7 +7,7 @@ use std::{
     os::fd::{AsFd, AsRawFd},
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -24,6 +24,7 @@ use crate::{
     events::{self, Event, c_str},
     memo::Memo,
     probes::{Counters, ProbeOptions, Probes},
+    procfs,
     procmaps::ProcMaps,
     unwind::{RawFrame, Unwinder, Unwound},
 };
@@ -63,6 +64,8 @@ pub struct Stats {
     pub stacks_unmapped: u64,
     /// Mapping records the kernel dropped.
     pub mappings_lost: u64,
+    /// Acquisitions that failed on a descriptor limit.
+    pub limit_hits: u64,
     /// Acquisitions whose call site the kernel recognized from the stack memo.
     pub memo_hits: u64,
     /// Differences repaired by reconciling with the kernel's map.
@@ -78,25 +81,43 @@ pub struct State {
     pub sites: Sites,
     pub acct: Accounting,
     pub stats: Stats,
+    /// Last id given to an adopted descriptor.
+    pre_seq: u64,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
 const POLL_MS: i32 = 10;
 
+/// Acquisition ids of descriptors adopted at attach (kernel ids stay far below).
+const PRE_EXISTING_SEQ: u64 = 1 << 63;
+
 /// The collector running on its own thread.
 pub struct Collecting {
+    shared: Arc<Mutex<Collector>>,
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Collector>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Collecting {
-    /// Stops the thread after one last drain and hands the collector back.
+    /// Runs `f` on the collector between two drains.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Collector) -> R) -> R {
+        f(&mut lock(&self.shared))
+    }
+
+    /// Stops the thread and hands the collector back.
     pub fn stop(self) -> Result<Collector> {
         self.stop.store(true, Ordering::Release);
         self.thread
             .join()
-            .map_err(|_| anyhow::anyhow!("the collector thread panicked"))
+            .map_err(|_| anyhow::anyhow!("the collector thread panicked"))?;
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| anyhow::anyhow!("the collector is still shared"))?;
+        Ok(shared.into_inner().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+fn lock(c: &Mutex<Collector>) -> MutexGuard<'_, Collector> {
+    c.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Ring buffer plus state.
@@ -120,6 +141,7 @@ impl Collector {
                 sites: Sites::default(),
                 acct: Accounting::default(),
                 stats: Stats::default(),
+                pre_seq: 0,
             },
         })
     }
@@ -129,28 +151,69 @@ impl Collector {
     pub fn spawn(self) -> Result<Collecting> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let ring_fd = self.ring.as_fd().as_raw_fd();
+        let shared = Arc::new(Mutex::new(self));
+        let collector = shared.clone();
         let thread = std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
-                let mut c = self;
                 // Keep up with busy traced programs: the collector would otherwise get only its
                 // fair share of the CPU against every traced thread. Best effort.
                 // SAFETY: plain syscalls on this thread.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
                 while !flag.load(Ordering::Acquire) {
                     let mut pfd = libc::pollfd {
-                        fd: c.ring.as_fd().as_raw_fd(),
+                        fd: ring_fd,
                         events: libc::POLLIN,
                         revents: 0,
                     };
-                    // SAFETY: one valid pollfd.
+                    // SAFETY: one valid pollfd; the ring outlives this thread (shared owns it).
                     unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-                    c.drain();
+                    lock(&collector).drain();
                 }
-                c
             })
             .context("starting the collector thread")?;
-        Ok(Collecting { stop, thread })
+        Ok(Collecting {
+            shared,
+            stop,
+            thread,
+        })
+    }
+
+    /// Starts accounting a running process: registers it (and its future children) with the
+    /// kernel and adopts the descriptors it already has, marked pre-existing.
+    pub fn attach(&mut self, pid: u32) -> Result<usize> {
+        procfs::check_pid(pid)?;
+        self.state.probes.trace(pid, true)?;
+        let fds = procfs::open_fds(pid)?;
+        let acct = &mut self.state.acct;
+        let p = acct.process_mut(pid);
+        p.comm = procfs::comm(pid).unwrap_or_default();
+        p.exe = procfs::exe(pid).unwrap_or_default();
+        p.ppid = procfs::ppid(pid).unwrap_or(0);
+        p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        p.started_ns = crate::probes::monotonic_ns();
+        let mut adopted = 0;
+        for f in fds {
+            self.state.pre_seq += 1;
+            let seq = PRE_EXISTING_SEQ | self.state.pre_seq;
+            let entry = FdEntry {
+                seq,
+                tid: pid,
+                origin_tgid: pid,
+                syscall: sys::PRE_EXISTING,
+                ..Default::default()
+            };
+            if self.state.probes.adopt(pid, f.fd, &entry).is_ok() {
+                let key = GroupKey {
+                    site: None,
+                    syscall: sys::PRE_EXISTING,
+                };
+                acct.pre_existing(pid, f.fd, seq, Acquisition::new(key, f.kind, f.resource, 0));
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
     }
 
     /// Processes every pending record; returns how many.
@@ -275,6 +338,7 @@ impl State {
             syscall: a.syscall,
         };
         if a.fd < 0 {
+            self.stats.limit_hits += 1;
             self.acct.limit_hit(pid, key, a.errno, a.header.ts_ns);
             return;
         }

@@ -1,7 +1,8 @@
 //! tracer: finds the file descriptors a Linux program never releases, with the stack that
 //! created them, using eBPF.
 //!
-//! Modes: `run` (start a command under tracing).
+//! Modes: `run` (start a command under tracing) and, without a subcommand, live watching of
+//! running processes (`--pid`) or of the whole system.
 mod accounting;
 mod cli;
 mod collector;
@@ -15,6 +16,7 @@ mod report;
 mod run;
 mod symbolize;
 mod unwind;
+mod watch;
 
 use clap::Parser as _;
 
@@ -40,6 +42,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     match cli.command {
-        cli::Command::Run(args) => runtime.block_on(run::run(args)),
+        Some(cli::Command::Run(args)) => runtime.block_on(run::run(args)),
+        None => runtime.block_on(watch::watch(cli.watch)),
     }
 }

@@ -42,6 +42,7 @@ impl From<&CaptureArgs> for ProbeOptions {
             stack_max: a.stack_size,
             max_fds: a.max_fds,
             ring_bytes: a.ring_mib.max(1).saturating_mul(1 << 20),
+            filter: Default::default(),
         }
     }
 }
@@ -103,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         sites: &collector.state.sites,
         symbolizer: &mut Symbolizer::default(),
         attached: false,
+        live: false,
     });
     if let Some(path) = &args.json {
         report::json::write(&report, path)?;

@@ -5,7 +5,7 @@ pub mod btf;
 pub mod preflight;
 pub mod syscalls;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
@@ -15,6 +15,9 @@ use tracer_common::{
     Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, SockOwner, counter,
     proc_flag,
 };
+
+/// `BPF_NOEXIST` map-update flag: insert only if absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// The compiled eBPF object (built by build.rs from tracer-ebpf).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -28,6 +31,19 @@ pub struct ProbeOptions {
     pub max_fds: u32,
     /// Ring buffer size in bytes (power of two).
     pub ring_bytes: u32,
+    /// Which processes are traced besides those registered (system-wide mode).
+    pub filter: Filter,
+}
+
+/// System-wide selection, applied in the kernel before any map write.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Trace every process passing the filters below (not only registered ones).
+    pub system_wide: bool,
+    /// Only processes with this name.
+    pub comm: Option<String>,
+    /// Only processes in this cgroup (v2) or below.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -36,6 +52,7 @@ impl Default for ProbeOptions {
             stack_max: STACK_CLASSES[5] as u32,
             max_fds: 262_144,
             ring_bytes: 16 << 20,
+            filter: Filter::default(),
         }
     }
 }
@@ -69,14 +86,18 @@ impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Self> {
         preflight::check()?;
         let ring_bytes = opts.ring_bytes.next_power_of_two();
+        let (cgroup_id, cgroup_level) = match &opts.filter.cgroup {
+            Some(path) => cgroup_filter(path)?,
+            None => (0, 0),
+        };
         let config = Config {
             offsets: btf::kernel_offsets()?,
             stack_max: opts.stack_max.min(tracer_common::STACK_MAX as u32),
             wakeup_bytes: ring_bytes / 8,
-            system_wide: 0,
-            cgroup_level: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
+            system_wide: opts.filter.system_wide.into(),
+            cgroup_level,
+            cgroup_id,
+            comm: comm_filter(opts.filter.comm.as_deref())?,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -150,6 +171,13 @@ impl Probes {
                 0,
             )
             .with_context(|| format!("registering pid {tgid} for tracing"))
+    }
+
+    /// Accounts a descriptor that was open before tracing began (unless the kernel already
+    /// accounts this number: then it was acquired meanwhile).
+    pub fn adopt(&mut self, tgid: u32, fd: u32, entry: &FdEntry) -> Result<()> {
+        let mut m: HashMap<_, FdKey, FdEntry> = HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?;
+        Ok(m.insert(FdKey { tgid, fd }, entry, BPF_NOEXIST)?)
     }
 
     /// Removes `tgid` from the in-kernel filter.
@@ -230,6 +258,41 @@ impl Probes {
             proc_map_full: get(counter::PROC_MAP_FULL)?,
         })
     }
+}
+
+/// The kernel's comm filter: the name NUL-padded to 16 bytes.
+fn comm_filter(comm: Option<&str>) -> Result<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if let Some(c) = comm {
+        if c.is_empty() || c.len() > 15 {
+            bail!("--comm {c:?}: process names are 1 to 15 bytes (the kernel truncates longer ones)");
+        }
+        out[..c.len()].copy_from_slice(c.as_bytes());
+    }
+    Ok(out)
+}
+
+/// The cgroup v2 id (the directory's inode) of `path` and its depth below the cgroup2 root.
+fn cgroup_filter(path: &std::path::Path) -> Result<(u64, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("--cgroup {}", path.display()))?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let root = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .ok_or_else(|| anyhow!("--cgroup {}: not in a cgroup v2 hierarchy", path.display()))?;
+    let level = path.components().count() - root.components().count();
+    let id = std::fs::metadata(&path)
+        .with_context(|| format!("--cgroup {}", path.display()))?
+        .ino();
+    Ok((id, level as u32))
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {

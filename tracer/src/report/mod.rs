@@ -1,6 +1,7 @@
 //! The report model: one struct, built from the accounting once tracing ends, read by every
 //! renderer. Its serde form is the documented JSON schema (README, "JSON report").
 pub mod json;
+pub mod live;
 pub mod table;
 
 use std::{
@@ -206,6 +207,9 @@ pub struct Inputs<'a> {
     pub symbolizer: &'a mut Symbolizer,
     /// Attached to running processes: list what was open before.
     pub attached: bool,
+    /// Live mode: a process still running has no `leak` verdict (nothing is "open at exit"
+    /// yet); the live view marks its growing sites `suspect`.
+    pub live: bool,
 }
 
 impl Report {
@@ -356,7 +360,7 @@ fn process_report(
                 resources: m.resources.into_iter().collect(),
                 syscall: syscalls::name(m.syscall).to_string(),
                 oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
-                verdict: if calls >= input.min_count {
+                verdict: if calls >= input.min_count && !(input.live && p.exit_status.is_none()) {
                     Verdict::Leak
                 } else {
                     Verdict::Unclosed
@@ -663,6 +667,7 @@ mod tests {
             sites: &sites,
             symbolizer: &mut symbolizer,
             attached: false,
+            live: false,
         })
     }
 

@@ -76,33 +76,31 @@ pub fn render(report: &Report, opts: Options) -> String {
             d.unseen_releases
         );
     }
-    let leaks: usize = report
-        .processes
-        .iter()
-        .map(|p| {
-            p.leaks
-                .iter()
-                .filter(|g| g.verdict == Verdict::Leak)
-                .count()
-        })
-        .sum();
+    let count = |v: Verdict| -> usize {
+        report
+            .processes
+            .iter()
+            .map(|p| p.leaks.iter().filter(|g| g.verdict == v).count())
+            .sum()
+    };
+    let (leaks, suspects) = (count(Verdict::Leak), count(Verdict::Suspect));
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     let _ = writeln!(
         out,
         "{}",
-        if leaks == 0 {
-            paint("32", "no leaks")
-        } else {
-            paint(
+        match (leaks, suspects) {
+            (0, 0) => paint("32", "no leaks"),
+            (l, 0) => paint("1;31", &format!("{l} leaking call site{}", plural(l))),
+            (0, s) => paint("1;31", &format!("{s} suspect call site{}", plural(s))),
+            (l, s) => paint(
                 "1;31",
-                &format!(
-                    "{leaks} leaking call site{}",
-                    if leaks == 1 { "" } else { "s" }
-                ),
-            )
+                &format!("{l} leaking call site{}, {s} suspect{}", plural(l), plural(s))
+            ),
         }
     );
     for p in &report.processes {
-        if p.leaks.is_empty() {
+        let pre = p.pre_existing.as_ref().is_some_and(|v| !v.is_empty());
+        if p.leaks.is_empty() && p.limit_hits.is_empty() && !pre {
             continue;
         }
         out.push('\n');
@@ -133,6 +131,39 @@ fn render_process(
         p.open_at_end,
         if p.open_at_end == 1 { "" } else { "s" }
     );
+    for h in &p.limit_hits {
+        let at = h
+            .stack
+            .iter()
+            .find(|f| f.own_code)
+            .or(h.stack.first())
+            .map_or_else(|| "(no stack)".to_string(), frame_short);
+        let _ = writeln!(
+            out,
+            "  {} at {at} ({}: descriptor limit reached)",
+            paint("1;31", &format!("{} ×{}", h.errno, h.count)),
+            h.syscall
+        );
+    }
+    if let Some(pre) = p.pre_existing.as_ref().filter(|v| !v.is_empty()) {
+        let mut kinds: Vec<(String, usize)> = Vec::new();
+        for d in pre {
+            match kinds.iter_mut().find(|(k, _)| *k == d.kind.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((d.kind.to_string(), 1)),
+            }
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let _ = writeln!(
+            out,
+            "  {} descriptors were open before tracer attached ({}; origin unknown: no stack, age unknown)",
+            pre.len(),
+            kinds.join(", ")
+        );
+    }
+    if p.leaks.is_empty() {
+        return;
+    }
     let rows: Vec<Row> = p
         .leaks
         .iter()
@@ -142,7 +173,15 @@ fn render_process(
                 Verdict::Suspect => "SUSPECT".into(),
                 Verdict::Unclosed => "unclosed".into(),
             },
-            kind: g.kind.to_string(),
+            kind: match g.close_wait_oldest_ms {
+                Some(ms) if g.close_wait > 0 => format!(
+                    "{} ({} CLOSE_WAIT, {})",
+                    g.kind,
+                    g.close_wait,
+                    age(ms)
+                ),
+                _ => g.kind.to_string(),
+            },
             open: g.count,
             acquired: g.acquired + g.inherited,
             released: g.released,
@@ -160,7 +199,7 @@ fn render_process(
     for (i, g) in p
         .leaks
         .iter()
-        .filter(|g| g.verdict == Verdict::Leak)
+        .filter(|g| g.verdict != Verdict::Unclosed || g.close_wait > 0)
         .take(MAX_DETAILED)
         .enumerate()
     {
@@ -171,11 +210,16 @@ fn render_process(
         .iter()
         .filter(|g| g.verdict == Verdict::Unclosed)
         .count();
-    if unclosed > 0 {
+    let sites = if unclosed == 1 { "site" } else { "sites" };
+    if unclosed > 0 && p.running {
         let _ = writeln!(
             out,
-            "  ({unclosed} site{} with fewer than {min_count} descriptors open: not leaks; --min-count 1 details them)",
-            if unclosed == 1 { "" } else { "s" }
+            "  ({unclosed} {sites} with descriptors open while the process runs, not growing: not suspects)"
+        );
+    } else if unclosed > 0 {
+        let _ = writeln!(
+            out,
+            "  ({unclosed} {sites} with fewer than {min_count} descriptors open: not leaks; --min-count 1 details them)"
         );
     }
 }
@@ -186,10 +230,27 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
     } else {
         String::new()
     };
+    let label = match g.verdict {
+        Verdict::Suspect => "suspect",
+        Verdict::Leak => "leak",
+        Verdict::Unclosed => "close_wait",
+    };
+    let growth = g
+        .growth_per_min
+        .filter(|v| *v != 0.0)
+        .map_or(String::new(), |v| format!(", {v:+.1}/min"));
+    let close_wait = match g.close_wait_oldest_ms {
+        Some(ms) if g.close_wait > 0 => format!(
+            "; {} in CLOSE_WAIT (the peer closed, this process never did) for up to {}",
+            g.close_wait,
+            age(ms)
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\n  {} {} {} descriptor{} from {}{}, still open ({} acquired, {} released here)",
-        paint("1;31", &format!("leak #{n}:")),
+        "\n  {} {} {} descriptor{} from {}{}, still open ({} acquired, {} released here{growth}){close_wait}",
+        paint("1;31", &format!("{label} #{n}:")),
         g.count,
         g.kind,
         if g.count == 1 { "" } else { "s" },
@@ -260,7 +321,7 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
 }
 
 /// "function (file:line)" with the file shortened.
-fn frame_short(f: &Frame) -> String {
+pub fn frame_short(f: &Frame) -> String {
     let func = f
         .function
         .clone()
