@@ -530,12 +530,13 @@ mod tests {
         let mut r = report(500, 500);
         live.update(&mut r, &facts, 1.0, false);
         let mut r = report(510, 510);
+        let stack = r.processes[0].leaks[0].stack.clone();
         r.processes[0].limit_hits.push(crate::report::LimitHit {
             errno: "EMFILE",
             count: 12,
             syscall: "openat".into(),
             span_ms: 0,
-            stack: r.processes[0].leaks[0].stack.clone(),
+            stack,
         });
         let f = live.update(&mut r, &facts, 2.0, false);
         let text = render(&f, false, false);
