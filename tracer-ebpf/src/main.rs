@@ -29,8 +29,8 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::{
             bpf_find_vma, bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_loop,
-            bpf_probe_read_kernel,
-            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str,
         },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -41,8 +41,8 @@ use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
     ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, KernelOffsets, MAX_PROCS,
     MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES,
-    SockAddrEvent, SockOwner, SockStateEvent, UserRegs, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release,
-    syscall,
+    SockAddrEvent, SockOwner, SockStateEvent, UserRegs, counter, event, fd_flag, memo_mix,
+    memo_seed, proc_flag, release, syscall,
 };
 
 /// Written by userspace before load (kernel offsets, stack size).
@@ -302,7 +302,10 @@ fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
 fn release_fd(tgid: u32, fd: u32, how: u32) {
     let key = FdKey { tgid, fd };
     // SAFETY: copies out of a valid map value.
-    let Some((seq, sk)) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { ((*e).seq, (*e).sk) }) else {
+    let Some((seq, sk)) = OPEN_FDS
+        .get_ptr(&key)
+        .map(|e| unsafe { ((*e).seq, (*e).sk) })
+    else {
         return;
     };
     // Only the thread whose delete succeeds reports it (two threads may race to close).

@@ -209,7 +209,11 @@ impl Accounting {
 
     /// Records an acquisition that failed with `errno` (EMFILE, ENFILE) at `key`.
     pub fn limit_hit(&mut self, pid: u32, key: GroupKey, errno: u32, ts_ns: u64) {
-        let h = self.process_mut(pid).limit_hits.entry((key, errno)).or_default();
+        let h = self
+            .process_mut(pid)
+            .limit_hits
+            .entry((key, errno))
+            .or_default();
         if h.count == 0 {
             h.first_ns = ts_ns;
         }

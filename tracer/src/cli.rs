@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn watch_mode_is_the_default() {
-        let cli = Cli::try_parse_from(["tracer", "-p", "1", "--pid", "2", "--interval", "1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["tracer", "-p", "1", "--pid", "2", "--interval", "1"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.watch.pids, [1, 2]);
         assert!(Cli::try_parse_from(["tracer", "--interval", "0"]).is_err());

@@ -307,6 +307,14 @@ impl State {
 
     fn on_acquire(&mut self, a: &AcquireEvent, stack: &[u8]) {
         let pid = a.header.tgid;
+        if self.acct.process(pid).is_none() {
+            // First seen here (system-wide): who is it?
+            let p = self.acct.process_mut(pid);
+            p.comm = procfs::comm(pid).unwrap_or_default();
+            p.exe = procfs::exe(pid).unwrap_or_default();
+            p.ppid = procfs::ppid(pid).unwrap_or(0);
+            p.started_ns = a.header.ts_ns;
+        }
         let site = if a.memo_site != 0 {
             self.stats.memo_hits += 1;
             Some(a.memo_site - 1)

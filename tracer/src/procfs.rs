@@ -222,7 +222,10 @@ fn parse_hex_addr(s: &str) -> Option<String> {
         .collect::<Option<_>>()?;
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     Some(match bytes.len() {
-        4 => format!("{}:{port}", Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        4 => format!(
+            "{}:{port}",
+            Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
+        ),
         16 => {
             let octets: [u8; 16] = bytes.try_into().ok()?;
             format!("[{}]:{port}", Ipv6Addr::from(octets))
@@ -260,9 +263,19 @@ mod tests {
         assert_eq!(classify("anon_inode:inotify", 9, &t).0, Kind::Inotify);
         assert_eq!(
             classify("pipe:[4242]", 4242, &t),
-            (Kind::Pipe, Resource::Anon { kind: Kind::Pipe, ino: 4242, name: None })
+            (
+                Kind::Pipe,
+                Resource::Anon {
+                    kind: Kind::Pipe,
+                    ino: 4242,
+                    name: None
+                }
+            )
         );
-        assert_eq!(classify("/etc/passwd", 1, &t), (Kind::File, Resource::Path("/etc/passwd".into())));
+        assert_eq!(
+            classify("/etc/passwd", 1, &t),
+            (Kind::File, Resource::Path("/etc/passwd".into()))
+        );
         let (k, r) = classify("/memfd:buf (deleted)", 7, &t);
         assert_eq!((k, r.to_string()), (Kind::Memfd, "memfd:buf".to_string()));
         assert_eq!(classify("socket:[77]", 77, &t).0, Kind::Socket);
@@ -273,10 +286,16 @@ mod tests {
         let l = "   1: 0100007F:1F90 0100007F:D2F4 08 00000000:00000000 00:00000000 00000000  1000        0 31337 1 0000000000000000 20 4 30 10 -1";
         let (ino, s) = parse_inet_line(l, libc::AF_INET as u16, libc::SOCK_STREAM as u16).unwrap();
         assert_eq!(ino, 31337);
-        assert_eq!(s.to_string(), "tcp 127.0.0.1:8080 -> 127.0.0.1:54004 CLOSE_WAIT");
+        assert_eq!(
+            s.to_string(),
+            "tcp 127.0.0.1:8080 -> 127.0.0.1:54004 CLOSE_WAIT"
+        );
         let u = "0000000000000000: 00000002 00000000 00010000 0001 01 4242 /run/x.sock";
         let (ino, s) = parse_unix_line(u).unwrap();
-        assert_eq!((ino, s.to_string()), (4242, "unix stream /run/x.sock".to_string()));
+        assert_eq!(
+            (ino, s.to_string()),
+            (4242, "unix stream /run/x.sock".to_string())
+        );
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl ProcUnwinder {
             };
             let off = off.unwrap_or(0);
             let mut value = u64::from_le_bytes(bytes.try_into().map_err(|_| ())?);
-            if off % 8 != 0 || off + 8 > MEMO_SPAN {
+            if !off.is_multiple_of(8) || off + 8 > MEMO_SPAN {
                 memoizable = false;
                 return Ok(value);
             }

@@ -53,6 +53,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         cgroup: args.cgroup.clone(),
     };
     let mut collector = Collector::new(&opts)?;
+    collector.state.probes.exclude(std::process::id())?;
     let started = Instant::now();
     for &pid in &args.pids {
         collector
@@ -127,7 +128,9 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\ntracer: stopped ({why}); final report:");
-    let _ = out.write_all(report::table::render(&report, report::table::Options { color: tty }).as_bytes());
+    let _ = out.write_all(
+        report::table::render(&report, report::table::Options { color: tty }).as_bytes(),
+    );
     let _ = out.flush();
     if let Some(path) = &args.json {
         report::json::write(&report, path)?;

@@ -91,7 +91,10 @@ fn http_leak_reports_client_and_server_connections() {
         leak_line("demos/src/bin/http-leak.rs", ""),
     );
     let r = client["resources"][0].as_str().unwrap();
-    assert!(r.starts_with("tcp 127.0.0.1:") && r.contains(" -> 127.0.0.1:"), "{r}");
+    assert!(
+        r.starts_with("tcp 127.0.0.1:") && r.contains(" -> 127.0.0.1:"),
+        "{r}"
+    );
     // The upstream holds the other end of each stuck connection.
     let server: Vec<_> = t
         .leaks()
@@ -130,7 +133,10 @@ fn socket_leak_reports_sockets_at_ship() {
     assert_eq!(resources.len(), 12, "{resources:?}");
     for r in resources {
         let r = r.as_str().unwrap();
-        assert!(r.starts_with("tcp 127.0.0.1:") && r.ends_with(" CLOSE_WAIT"), "{r}");
+        assert!(
+            r.starts_with("tcp 127.0.0.1:") && r.ends_with(" CLOSE_WAIT"),
+            "{r}"
+        );
     }
 }
 

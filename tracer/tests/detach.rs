@@ -6,7 +6,8 @@ use std::{process::Command, thread, time::Duration};
 
 use common::{require_root, run_with_timeout, tracer};
 
-const OURS: [&str; 5] = [
+const OURS: [&str; 6] = [
+    "sock_state",
     "sys_enter",
     "sys_exit",
     "proc_fork",
@@ -68,6 +69,31 @@ fn nothing_stays_attached() {
     child.kill().expect("kill -9 tracer");
     child.wait().expect("wait");
     assert!(gone(), "left attached after SIGKILL: {:?}", loaded());
+    // Also after watching a live process until --duration.
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let o = run_with_timeout(
+        Command::new(tracer()).args([
+            "--pid",
+            &sleeper.id().to_string(),
+            "--duration",
+            "1",
+            "--interval",
+            "0.5",
+        ]),
+        Duration::from_secs(30),
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(gone(), "left attached after watching: {:?}", loaded());
     // Also after a failed run (command not found).
     let o = run_with_timeout(
         Command::new(tracer()).args(["run", "--", "/nonexistent/cmd"]),

@@ -344,7 +344,13 @@ fn test() -> Result<()> {
     }
     run(Command::new("cargo")
         .current_dir(root())
-        .args(["test", "--release", "--workspace", "--exclude", "tracer-ebpf"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+        ])
         .args(["--", "--test-threads=2"])
         .env("TRACER_TEST_PROGRAMS", programs_dir())
         .env("TRACER_TEST_DEMOS", target_dir().join("release")))
@@ -424,19 +430,42 @@ fn bench(iterations: u64, runs: usize) -> Result<()> {
         }
         results.push((name, median(times), rss));
     }
+    // The cost for a process tracer does not select, while tracer watches the system.
+    {
+        let mut watcher = tracer_command();
+        watcher
+            .args(["--comm", "no-such-process", "--interval", "3600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut watcher = watcher.spawn().context("starting system-wide tracer")?;
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let (out, _) = run_measured(Command::new(&program).arg(&n))?;
+            times.push(ns_per_iter(&out)?);
+        }
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) };
+        let _ = watcher.wait();
+        results.push((
+            "unrelated process, `tracer --comm other` watching",
+            median(times),
+            0,
+        ));
+    }
     let bare = results[0].1;
     println!(
         "open+close loop, {iterations} iterations, median of {runs} runs ({:.0} s in all)\n",
         started.elapsed().as_secs_f64()
     );
     println!(
-        "{:<42} {:>10} {:>14} {:>14} {:>8} {:>12}",
+        "{:<50} {:>10} {:>14} {:>14} {:>8} {:>12}",
         "variant", "ns/iter", "+ns/acquire", "+ns/syscall", "ratio", "peak RSS"
     );
     for (name, ns, rss) in &results {
         let added = ns - bare;
         println!(
-            "{name:<42} {ns:>10.1} {:>14.1} {:>14.1} {:>7.2}x {:>9} KiB",
+            "{name:<50} {ns:>10.1} {:>14.1} {:>14.1} {:>7.2}x {:>9} KiB",
             added,
             added / 2.0,
             ns / bare,

@@ -57,7 +57,11 @@ fn main() -> io::Result<()> {
         progress.tick(i + 1);
     }
     progress.finish(kept.len());
-    println!("[HOLD] {} connections in CLOSE_WAIT for {} s", kept.len(), args.hold);
+    println!(
+        "[HOLD] {} connections in CLOSE_WAIT for {} s",
+        kept.len(),
+        args.hold
+    );
     std::thread::sleep(Duration::from_secs_f64(args.hold));
     Ok(())
 }

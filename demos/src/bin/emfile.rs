@@ -14,6 +14,12 @@ struct Args {
     /// Failed opens (EMFILE) before giving up.
     #[arg(long, default_value_t = 12)]
     retries: usize,
+    /// Seconds to wait before starting (to attach a tracer).
+    #[arg(long, default_value_t = 0.0)]
+    delay: f64,
+    /// Seconds to stay alive afterwards.
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
 }
 
 /// Opens a file into the cache.
@@ -25,6 +31,7 @@ fn cache_open(path: &Path, cache: &mut Vec<File>) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
+    std::thread::sleep(std::time::Duration::from_secs_f64(args.delay));
     let lim = libc::rlimit {
         rlim_cur: args.limit,
         rlim_max: args.limit,
@@ -44,6 +51,10 @@ fn main() -> io::Result<()> {
         }
     }
     progress.finish(cache.len());
-    println!("EMFILE after {} files; gave up after {failures} failures", cache.len());
+    println!(
+        "EMFILE after {} files; gave up after {failures} failures",
+        cache.len()
+    );
+    std::thread::sleep(std::time::Duration::from_secs_f64(args.hold));
     Ok(())
 }

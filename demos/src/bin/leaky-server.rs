@@ -46,7 +46,9 @@ static AUDIT_LOG: OnceLock<PathBuf> = OnceLock::new();
 /// Serves one request, recording it in the audit log.
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let Some(path) = AUDIT_LOG.get() else {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"no audit log\n"))));
+        return Ok(Response::new(Full::new(Bytes::from_static(
+            b"no audit log\n",
+        ))));
     };
     let audit = OpenOptions::new().create(true).append(true).open(path); // tracer-demo: leak site
     if let Ok(mut audit) = audit {
@@ -70,12 +72,15 @@ async fn main() -> io::Result<()> {
     println!("serving on http://{addr}");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(handle));
+            let conn =
+                http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(handle));
             tokio::spawn(conn);
         }
     });
     let client = demos::gateway::client();
-    let uri: hyper::Uri = format!("http://{addr}/api").parse().map_err(io::Error::other)?;
+    let uri: hyper::Uri = format!("http://{addr}/api")
+        .parse()
+        .map_err(io::Error::other)?;
     let start = Instant::now();
     let mut progress = Progress::start("requests served");
     let mut served = 0;
@@ -88,7 +93,10 @@ async fn main() -> io::Result<()> {
         progress.tick(served);
         if Some(served) == args.pause_after {
             progress.finish(served);
-            println!("[PAUSE] {served} requests served; resuming in {} s", args.pause);
+            println!(
+                "[PAUSE] {served} requests served; resuming in {} s",
+                args.pause
+            );
             tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
         }
         tokio::time::sleep(pause).await;
@@ -98,4 +106,3 @@ async fn main() -> io::Result<()> {
     // A service is stopped, not unwound: its sessions are still open when it exits.
     std::process::exit(0);
 }
-

@@ -176,8 +176,18 @@ impl Probes {
     /// Accounts a descriptor that was open before tracing began (unless the kernel already
     /// accounts this number: then it was acquired meanwhile).
     pub fn adopt(&mut self, tgid: u32, fd: u32, entry: &FdEntry) -> Result<()> {
-        let mut m: HashMap<_, FdKey, FdEntry> = HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?;
+        let mut m: HashMap<_, FdKey, FdEntry> =
+            HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?;
         Ok(m.insert(FdKey { tgid, fd }, entry, BPF_NOEXIST)?)
+    }
+
+    /// Keeps `tgid` out of system-wide tracing (tracer itself).
+    pub fn exclude(&mut self, tgid: u32) -> Result<()> {
+        let mut traced: HashMap<_, u32, ProcState> =
+            HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
+        traced
+            .insert(tgid, ProcState::default(), 0)
+            .with_context(|| format!("excluding pid {tgid}"))
     }
 
     /// Removes `tgid` from the in-kernel filter.
@@ -265,7 +275,9 @@ fn comm_filter(comm: Option<&str>) -> Result<[u8; 16]> {
     let mut out = [0u8; 16];
     if let Some(c) = comm {
         if c.is_empty() || c.len() > 15 {
-            bail!("--comm {c:?}: process names are 1 to 15 bytes (the kernel truncates longer ones)");
+            bail!(
+                "--comm {c:?}: process names are 1 to 15 bytes (the kernel truncates longer ones)"
+            );
         }
         out[..c.len()].copy_from_slice(c.as_bytes());
     }
@@ -278,7 +290,8 @@ fn cgroup_filter(path: &std::path::Path) -> Result<(u64, u32)> {
     let path = path
         .canonicalize()
         .with_context(|| format!("--cgroup {}", path.display()))?;
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
     let root = mounts
         .lines()
         .filter_map(|l| {

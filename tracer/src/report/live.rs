@@ -148,7 +148,9 @@ impl LiveState {
             procs: Vec::new(),
         };
         for p in &mut report.processes {
-            frame.procs.push(self.update_proc(p, facts.get(&p.pid), elapsed_s, dt));
+            frame
+                .procs
+                .push(self.update_proc(p, facts.get(&p.pid), elapsed_s, dt));
         }
         self.last_elapsed = elapsed_s;
         self.last_events = events;
@@ -185,7 +187,7 @@ impl LiveState {
         for g in &mut p.leaks {
             sites.push(self.update_site(p.pid, g, elapsed_s, dt));
         }
-        sites.sort_by(|a, b| (b.suspect, b.count).cmp(&(a.suspect, a.count)));
+        sites.sort_by_key(|s| std::cmp::Reverse((s.suspect, s.count)));
         sites.truncate(self.opts.top);
         LiveProc {
             pid: p.pid,
@@ -233,10 +235,14 @@ impl LiveState {
         h.released = g.released;
         let first = *h.first.get_or_insert((elapsed_s, g.count));
         if elapsed_s - first.0 > 0.5 {
-            g.growth_per_min = Some((g.count as f64 - first.1 as f64) / (elapsed_s - first.0) * 60.0);
+            g.growth_per_min =
+                Some((g.count as f64 - first.1 as f64) / (elapsed_s - first.0) * 60.0);
         }
         let growing = h.counts.len() == GROWING_INTERVALS + 1
-            && h.counts.iter().zip(h.counts.iter().skip(1)).all(|(a, b)| b > a);
+            && h.counts
+                .iter()
+                .zip(h.counts.iter().skip(1))
+                .all(|(a, b)| b > a);
         let old_while_acquiring =
             acquiring && g.oldest_age_ms as f64 >= self.opts.min_age_s * 1000.0;
         let suspect = growing || old_while_acquiring;
@@ -311,7 +317,11 @@ pub fn render(frame: &LiveFrame, color: bool, clear: bool) -> String {
     let _ = writeln!(
         out,
         "tracer: {} for {} — {:.1} events/s, {} lost",
-        if frame.system_wide { "watching the system" } else { "watching" },
+        if frame.system_wide {
+            "watching the system"
+        } else {
+            "watching"
+        },
         table::age((frame.elapsed_s * 1000.0) as u64),
         frame.events_per_s,
         frame.lost
@@ -334,7 +344,11 @@ pub fn render(frame: &LiveFrame, color: bool, clear: bool) -> String {
             .sites
             .iter()
             .map(|s| SiteRow {
-                status: if s.suspect { paint("1;31", "SUSPECT") } else { String::new() },
+                status: if s.suspect {
+                    paint("1;31", "SUSPECT")
+                } else {
+                    String::new()
+                },
                 open: s.count,
                 delta: format!("{:+}", s.delta),
                 acquired: format!("{:.1}", s.acquired_per_s),
@@ -403,23 +417,34 @@ fn render_system(out: &mut String, frame: &LiveFrame, paint: &dyn Fn(&str, &str)
             _ => "-".into(),
         },
         growth: p.growth_per_min.map_or("-".into(), |g| format!("{g:+.1}")),
-        eta: p.eta_s.map_or("-".into(), |s| table::age((s * 1000.0) as u64)),
+        eta: p
+            .eta_s
+            .map_or("-".into(), |s| table::age((s * 1000.0) as u64)),
         site: p
             .sites
             .iter()
             .find(|s| s.suspect)
-            .map_or(String::new(), |s| paint("1;31", &format!("{} {} at {}", s.count, s.kind, s.site))),
+            .map_or(String::new(), |s| {
+                paint("1;31", &format!("{} {} at {}", s.count, s.kind, s.site))
+            }),
     };
     let live: Vec<&LiveProc> = frame.procs.iter().filter(|p| p.ended.is_none()).collect();
     let mut by_growth = live.clone();
-    by_growth.sort_by(|a, b| b.growth_per_min.unwrap_or(0.0).total_cmp(&a.growth_per_min.unwrap_or(0.0)));
+    by_growth.sort_by(|a, b| {
+        b.growth_per_min
+            .unwrap_or(0.0)
+            .total_cmp(&a.growth_per_min.unwrap_or(0.0))
+    });
     let mut by_limit = live;
     let share = |p: &LiveProc| match (p.open_fds, p.limit) {
         (Some(o), Some(l)) if l > 0 => o as f64 / l as f64,
         _ => 0.0,
     };
     by_limit.sort_by(|a, b| share(b).total_cmp(&share(a)));
-    for (title, list) in [("by descriptor growth", by_growth), ("by share of the limit", by_limit)] {
+    for (title, list) in [
+        ("by descriptor growth", by_growth),
+        ("by share of the limit", by_limit),
+    ] {
         let _ = writeln!(out, "\ntop processes {title}:");
         let rows: Vec<ProcRow> = list.into_iter().take(10).map(row).collect();
         let mut t = Table::new(rows);
@@ -490,15 +515,30 @@ mod tests {
 
     #[test]
     fn growing_site_becomes_suspect_after_three_intervals() {
-        let mut live = LiveState::new(LiveOptions { min_age_s: 3600.0, top: 10 });
-        let facts = |o| HashMap::from([(7, ProcFacts { open_fds: o, limit: Some(1024) })]);
+        let mut live = LiveState::new(LiveOptions {
+            min_age_s: 3600.0,
+            top: 10,
+        });
+        let facts = |o| {
+            HashMap::from([(
+                7,
+                ProcFacts {
+                    open_fds: o,
+                    limit: Some(1024),
+                },
+            )])
+        };
         let mut suspects = Vec::new();
         for (i, n) in [10u64, 20, 30, 40].into_iter().enumerate() {
             let mut r = report(n, n);
             let f = live.update(&mut r, &facts(n + 5), (i + 1) as f64, false);
             suspects.push(f.procs[0].sites[0].suspect);
             if i == 3 {
-                assert_eq!(r.processes[0].leaks[0].verdict, Verdict::Leak, "leak stays leak");
+                assert_eq!(
+                    r.processes[0].leaks[0].verdict,
+                    Verdict::Leak,
+                    "leak stays leak"
+                );
                 let p = &f.procs[0];
                 assert_eq!(p.growth_per_min.map(|g| g.round()), Some(600.0));
                 // (1024 - 45) / 10 per second.
@@ -512,7 +552,10 @@ mod tests {
 
     #[test]
     fn old_descriptors_while_acquiring_are_suspect() {
-        let mut live = LiveState::new(LiveOptions { min_age_s: 0.2, top: 10 });
+        let mut live = LiveState::new(LiveOptions {
+            min_age_s: 0.2,
+            top: 10,
+        });
         let facts = HashMap::new();
         let mut r = report(5, 5);
         assert!(!live.update(&mut r, &facts, 1.0, false).procs[0].sites[0].suspect);
@@ -525,8 +568,17 @@ mod tests {
 
     #[test]
     fn renders_a_frame() {
-        let mut live = LiveState::new(LiveOptions { min_age_s: 0.1, top: 10 });
-        let facts = HashMap::from([(7, ProcFacts { open_fds: 512, limit: Some(1024) })]);
+        let mut live = LiveState::new(LiveOptions {
+            min_age_s: 0.1,
+            top: 10,
+        });
+        let facts = HashMap::from([(
+            7,
+            ProcFacts {
+                open_fds: 512,
+                limit: Some(1024),
+            },
+        )]);
         let mut r = report(500, 500);
         live.update(&mut r, &facts, 1.0, false);
         let mut r = report(510, 510);
@@ -540,13 +592,26 @@ mod tests {
         });
         let f = live.update(&mut r, &facts, 2.0, false);
         let text = render(&f, false, false);
-        assert!(text.contains("pid 7 server: 512 fds / limit 1024 (50%)"), "{text}");
-        assert!(text.contains("EMFILE ×12 at server::handle (/src/server.rs:42)"), "{text}");
+        assert!(
+            text.contains("pid 7 server: 512 fds / limit 1024 (50%)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("EMFILE ×12 at server::handle (/src/server.rs:42)"),
+            "{text}"
+        );
         assert!(text.contains("SUSPECT"), "{text}");
         assert!(text.contains("+10"), "{text}");
         assert!(text.contains("/var/log/audit-1.log"), "{text}");
         assert!(render(&f, false, true).starts_with("\x1b[H\x1b[2J"));
-        let sys = render(&LiveFrame { system_wide: true, ..f }, false, false);
+        let sys = render(
+            &LiveFrame {
+                system_wide: true,
+                ..f
+            },
+            false,
+            false,
+        );
         assert!(sys.contains("top processes by descriptor growth"), "{sys}");
     }
 }

@@ -15,9 +15,9 @@ use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use crate::{
     accounting::{Accounting, Counts, GroupKey, Process, SiteId},
-    enrich::Resource,
     collector::{Sites, Stats},
     enrich::Kind,
+    enrich::Resource,
     probes::{Counters, syscalls},
     symbolize::Symbolizer,
     unwind::RawFrame,
@@ -229,7 +229,10 @@ impl Report {
             inflight_full: c.inflight_lost,
             proc_map_full: c.proc_map_full,
             stacks_unreadable: c.stack_unreadable,
-            stacks_missing: input.stats.stacks_missing.saturating_sub(c.stack_unreadable),
+            stacks_missing: input
+                .stats
+                .stacks_missing
+                .saturating_sub(c.stack_unreadable),
             stacks_unmapped: input.stats.stacks_unmapped,
             mappings_lost: input.stats.mappings_lost,
             unseen_acquisitions: input.stats.reconciled.unseen_acquisitions,
@@ -381,7 +384,11 @@ fn process_report(
         .limit_hits
         .iter()
         .map(|((key, errno), h)| LimitHit {
-            errno: if *errno == libc::ENFILE as u32 { "ENFILE" } else { "EMFILE" },
+            errno: if *errno == libc::ENFILE as u32 {
+                "ENFILE"
+            } else {
+                "EMFILE"
+            },
             count: h.count,
             syscall: syscalls::name(key.syscall).to_string(),
             span_ms: (h.last_ns - h.first_ns) / 1_000_000,

@@ -94,7 +94,11 @@ pub fn render(report: &Report, opts: Options) -> String {
             (0, s) => paint("1;31", &format!("{s} suspect call site{}", plural(s))),
             (l, s) => paint(
                 "1;31",
-                &format!("{l} leaking call site{}, {s} suspect{}", plural(l), plural(s))
+                &format!(
+                    "{l} leaking call site{}, {s} suspect{}",
+                    plural(l),
+                    plural(s)
+                )
             ),
         }
     );
@@ -174,12 +178,9 @@ fn render_process(
                 Verdict::Unclosed => "unclosed".into(),
             },
             kind: match g.close_wait_oldest_ms {
-                Some(ms) if g.close_wait > 0 => format!(
-                    "{} ({} CLOSE_WAIT, {})",
-                    g.kind,
-                    g.close_wait,
-                    age(ms)
-                ),
+                Some(ms) if g.close_wait > 0 => {
+                    format!("{} ({} CLOSE_WAIT, {})", g.kind, g.close_wait, age(ms))
+                }
                 _ => g.kind.to_string(),
             },
             open: g.count,

@@ -1,0 +1,307 @@
+//! Live forensics for real: attaching to running demos, suspects, CLOSE_WAIT, EMFILE, ends.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{demo, frame, leak_line, require_root, run_with_timeout, tracer};
+use serde_json::Value;
+
+/// A demo process, killed when the test ends.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a demo; if `ready` is given, waits (bounded) for a stdout line starting with it.
+fn start(name: &str, args: &[&str], ready: Option<&str>) -> Demo {
+    let mut child = Command::new(demo(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let want = ready.map(str::to_string);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if want.as_deref().is_some_and(|w| line.starts_with(w)) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if ready.is_some() {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("demo did not get ready");
+    }
+    Demo(child)
+}
+
+/// Runs `tracer ARGS --json FILE`; returns the report, tracer's stdout, and how long it took.
+fn watch(args: &[String]) -> (Value, String, Duration) {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let started = Instant::now();
+    let out = run_with_timeout(
+        Command::new(tracer()).args(args).arg("--json").arg(&json),
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    (
+        report,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        took,
+    )
+}
+
+fn process(report: &Value, pid: u32) -> &Value {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in report: {report:#}"))
+}
+
+fn strs(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn attach_sees_pre_existing_then_a_growing_suspect() {
+    // 30 requests leak 30 descriptors, then the load pauses while tracer attaches.
+    let d = start(
+        "leaky-server",
+        &[
+            "--rate",
+            "50",
+            "--pause-after",
+            "30",
+            "--pause",
+            "3",
+            "--duration",
+            "30",
+        ],
+        Some("[PAUSE]"),
+    );
+    let pid = d.0.id();
+    let (report, stdout, took) = watch(&strs(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1",
+        "--duration",
+        "8",
+        "--min-age",
+        "600",
+    ]));
+    assert!(took < Duration::from_secs(12), "--duration 8 took {took:?}");
+    let p = process(&report, pid);
+    assert_eq!(p["running"], true);
+    let pre = p["pre_existing"].as_array().unwrap();
+    let audit: Vec<_> = pre
+        .iter()
+        .filter(|d| {
+            d["resource"]
+                .as_str()
+                .unwrap()
+                .contains("tracer-demo-audit-")
+        })
+        .collect();
+    assert_eq!(audit.len(), 30, "pre-existing: {pre:#?}");
+    assert!(audit.iter().all(|d| d["kind"] == "file"));
+    let leaks = p["leaks"].as_array().unwrap();
+    let g = leaks
+        .iter()
+        .find(|g| frame(g, "handle::{{closure}}").is_some())
+        .unwrap_or_else(|| panic!("no group at handle: {leaks:#?}"));
+    assert_eq!(g["verdict"], "suspect");
+    assert!(g["count"].as_u64().unwrap() >= 50, "{g:#}");
+    assert_eq!(g["count"], g["acquired"]);
+    assert!(g["growth_per_min"].as_f64().unwrap() > 100.0, "{g:#}");
+    let f = frame(g, "handle::{{closure}}").unwrap();
+    assert_eq!(f["line"], leak_line("demos/src/bin/leaky-server.rs", ""));
+    assert!(
+        f["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("demos/src/bin/leaky-server.rs")
+    );
+    // The live view showed it while it ran.
+    assert!(stdout.contains("SUSPECT"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pid {pid} leaky-server:")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("open before attach"), "{stdout}");
+}
+
+#[test]
+fn close_wait_sockets_are_counted_per_site() {
+    let d = start(
+        "close-wait",
+        &["--count", "7", "--delay", "1.5", "--hold", "10"],
+        None,
+    );
+    let pid = d.0.id();
+    let (report, _, _) = watch(&strs(&[
+        "-p",
+        &pid.to_string(),
+        "--interval",
+        "1",
+        "--duration",
+        "5",
+    ]));
+    let p = process(&report, pid);
+    let g = p["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| frame(g, "fetch").is_some())
+        .expect("group at fetch");
+    assert_eq!(g["count"], 7);
+    assert_eq!(g["close_wait"], 7);
+    assert!(g["close_wait_oldest_ms"].as_u64().unwrap() >= 1000, "{g:#}");
+    for r in g["resources"].as_array().unwrap() {
+        assert!(r.as_str().unwrap().ends_with(" CLOSE_WAIT"), "{r}");
+    }
+    let f = frame(g, "fetch").unwrap();
+    assert_eq!(f["line"], leak_line("demos/src/bin/close-wait.rs", ""));
+}
+
+#[test]
+fn emfile_is_reported_with_its_call_site_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("emfile.json");
+    let d = start(
+        "emfile",
+        &["--retries", "12", "--delay", "1.5", "--hold", "10"],
+        None,
+    );
+    let pid = d.0.id();
+    let (report, _, _) = watch(&[
+        "--pid".into(),
+        pid.to_string(),
+        "--interval".into(),
+        "1".into(),
+        "--duration".into(),
+        "4".into(),
+        "--on-emfile".into(),
+        snapshot.display().to_string(),
+    ]);
+    for r in [
+        &report,
+        &serde_json::from_str(&std::fs::read_to_string(&snapshot).expect("--on-emfile file"))
+            .unwrap(),
+    ] {
+        let hits = process(r, pid)["limit_hits"].as_array().unwrap().clone();
+        let h = hits
+            .iter()
+            .find(|h| frame(h, "cache_open").is_some())
+            .unwrap_or_else(|| panic!("{hits:#?}"));
+        assert_eq!(h["errno"], "EMFILE");
+        assert_eq!(h["count"], 12);
+        assert_eq!(
+            frame(h, "cache_open").unwrap()["line"],
+            leak_line("demos/src/bin/emfile.rs", "")
+        );
+    }
+}
+
+#[test]
+fn ends_when_the_target_exits_with_its_report() {
+    let d = start(
+        "close-wait",
+        &["--count", "3", "--delay", "1", "--hold", "1"],
+        None,
+    );
+    let pid = d.0.id();
+    let (report, _, took) = watch(&strs(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1",
+        "--duration",
+        "30",
+    ]));
+    assert!(
+        took < Duration::from_secs(15),
+        "did not stop when the target exited: {took:?}"
+    );
+    let p = process(&report, pid);
+    assert_eq!(p["running"], false);
+    assert_eq!(p["exit_code"], 0);
+}
+
+#[test]
+fn bad_pid_is_one_clear_line() {
+    require_root();
+    let out = run_with_timeout(
+        Command::new(tracer()).args(["--pid", "999999999"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tracer: no process with pid 999999999\n"
+    );
+}
+
+#[test]
+fn system_wide_by_name_finds_the_leaking_process() {
+    let d = start(
+        "leaky-server",
+        &["--rate", "40", "--duration", "30"],
+        Some("[START]"),
+    );
+    let pid = d.0.id();
+    let (report, stdout, _) = watch(&strs(&[
+        "--comm",
+        "leaky-server",
+        "--interval",
+        "1",
+        "--duration",
+        "5",
+    ]));
+    let p = process(&report, pid);
+    assert_eq!(p["comm"], "leaky-server");
+    assert!(p.get("pre_existing").is_none());
+    let g = p["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| frame(g, "handle::{{closure}}").is_some())
+        .expect("group at handle");
+    assert_eq!(g["verdict"], "suspect");
+    // Only the named process: tracer itself and others are not in the report.
+    assert!(
+        report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["comm"] == "leaky-server")
+    );
+    assert!(
+        stdout.contains("top processes by descriptor growth"),
+        "{stdout}"
+    );
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+}
