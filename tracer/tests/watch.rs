@@ -131,13 +131,13 @@ fn attach_sees_pre_existing_then_a_growing_suspect() {
     let leaks = p["leaks"].as_array().unwrap();
     let g = leaks
         .iter()
-        .find(|g| frame(g, "handle::{{closure}}").is_some())
+        .find(|g| frame(g, "audit").is_some())
         .unwrap_or_else(|| panic!("no group at handle: {leaks:#?}"));
     assert_eq!(g["verdict"], "suspect");
     assert!(g["count"].as_u64().unwrap() >= 50, "{g:#}");
     assert_eq!(g["count"], g["acquired"]);
     assert!(g["growth_per_min"].as_f64().unwrap() > 100.0, "{g:#}");
-    let f = frame(g, "handle::{{closure}}").unwrap();
+    let f = frame(g, "audit").unwrap();
     assert_eq!(f["line"], leak_line("demos/src/bin/leaky-server.rs", ""));
     assert!(
         f["file"]
@@ -288,7 +288,7 @@ fn system_wide_by_name_finds_the_leaking_process() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| frame(g, "handle::{{closure}}").is_some())
+        .find(|g| frame(g, "audit").is_some())
         .expect("group at handle");
     assert_eq!(g["verdict"], "suspect");
     // Only the named process: tracer itself and others are not in the report.

@@ -6,7 +6,7 @@ use std::{
     convert::Infallible,
     fs::{File, OpenOptions},
     io::{self, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Mutex, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
@@ -43,21 +43,23 @@ static SESSIONS: Mutex<Vec<File>> = Mutex::new(Vec::new());
 
 static AUDIT_LOG: OnceLock<PathBuf> = OnceLock::new();
 
+/// Records a request in the audit log; returns the log's handle for the session.
+fn audit(path: &Path, uri: &hyper::Uri) -> io::Result<File> {
+    let mut log = OpenOptions::new().create(true).append(true).open(path)?; // tracer-demo: leak site
+    writeln!(log, "GET {uri}")?;
+    Ok(log)
+}
+
 /// Serves one request, recording it in the audit log.
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(path) = AUDIT_LOG.get() else {
-        return Ok(Response::new(Full::new(Bytes::from_static(
-            b"no audit log\n",
-        ))));
-    };
-    let audit = OpenOptions::new().create(true).append(true).open(path); // tracer-demo: leak site
-    if let Ok(mut audit) = audit {
-        let _ = writeln!(audit, "GET {}", req.uri());
+    if let Some(path) = AUDIT_LOG.get()
+        && let Ok(log) = audit(path, req.uri())
+    {
         // BUG: the handle is cached for the "session" and never closed.
         SESSIONS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(audit);
+            .push(log);
     }
     Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
 }
