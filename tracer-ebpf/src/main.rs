@@ -142,6 +142,8 @@ const EMFILE: i64 = 24;
 const ENFILE: i64 = 23;
 const AT_FDCWD: i32 = -100;
 const S_IFMT: u16 = 0o170000;
+/// Smallest stack extent worth taking from the per-thread cache (else the mapping is looked up).
+const MIN_CACHED_EXTENT: u64 = 4096;
 const AF_INET6: u16 = 10;
 
 /// Reads a field of CONFIG. The volatile read stops the compiler from folding the build-time zeros
@@ -728,8 +730,10 @@ extern "C" fn vma_bounds(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void)
 /// Bytes of stack from `sp` to the end of its mapping (0 if unknown).
 #[inline(always)]
 fn stack_extent(task: *mut c_void, tid: u32, sp: u64) -> u64 {
+    // The cached end may have been lowered to what a previous, deeper event could read; it only
+    // helps if it still leaves a useful copy from this stack pointer.
     if let Some(&[start, end]) = unsafe { STACK_VMA.get(&tid) } {
-        if sp >= start && sp < end {
+        if sp >= start && sp + MIN_CACHED_EXTENT <= end {
             return end - sp;
         }
     }

@@ -332,7 +332,8 @@ fn c_program_without_frame_pointers_has_complete_stacks() {
         assert_eq!(
             (g["kind"].as_str(), g["count"].as_u64()),
             (Some(kind), Some(count)),
-            "{function}"
+            "{function}: {}",
+            t.summary()
         );
         assert_frame(g, function, src, leak_line(src, label));
         // Through glibc's frame-pointer-less wrappers (fopen: several libc frames) to main.
