@@ -57,6 +57,21 @@ pub mod syscall {
     pub const INOTIFY_INIT1: u16 = 23;
     pub const MEMFD_CREATE: u16 = 24;
     pub const PIDFD_OPEN: u16 = 25;
+    pub const PIDFD_GETFD: u16 = 26;
+    pub const FANOTIFY_INIT: u16 = 27;
+    pub const PERF_EVENT_OPEN: u16 = 28;
+    /// Only the commands that return a descriptor (maps, programs, links, BTF, iterators...).
+    pub const BPF: u16 = 29;
+    pub const USERFAULTFD: u16 = 30;
+    pub const OPEN_BY_HANDLE_AT: u16 = 31;
+    pub const OPEN_TREE: u16 = 32;
+    pub const FSOPEN: u16 = 33;
+    pub const FSMOUNT: u16 = 34;
+    pub const FSPICK: u16 = 35;
+    pub const IO_URING_SETUP: u16 = 36;
+    /// Descriptors received over a unix socket (SCM_RIGHTS).
+    pub const RECVMSG: u16 = 37;
+    pub const RECVMMSG: u16 = 38;
     /// Not an acquisition: records the peer address of a tracked socket.
     pub const CONNECT: u16 = 40;
     /// Not an acquisition: records the local address of a tracked socket.
@@ -69,10 +84,41 @@ pub mod syscall {
     pub const CLOSE: u16 = 44;
     /// Release of a range of descriptors.
     pub const CLOSE_RANGE: u16 = 45;
+    /// Not an acquisition: sending descriptors over a unix socket (SCM_RIGHTS).
+    pub const SENDMSG: u16 = 46;
+    pub const SENDMMSG: u16 = 47;
     /// Pseudo-syscall of descriptors already open when tracer attached.
     pub const PRE_EXISTING: u16 = 50;
+    /// io_uring requests (pseudo-syscalls: the stack is the submitting io_uring_enter's).
+    pub const IOURING_OPENAT: u16 = 51;
+    pub const IOURING_OPENAT2: u16 = 52;
+    pub const IOURING_SOCKET: u16 = 53;
+    pub const IOURING_ACCEPT: u16 = 54;
+    pub const IOURING_CLOSE: u16 = 55;
+    pub const IOURING_PIPE: u16 = 56;
+    /// IORING_OP_FIXED_FD_INSTALL: a fixed file made a regular descriptor.
+    pub const IOURING_FD_INSTALL: u16 = 57;
+    pub const MQ_OPEN: u16 = 58;
+    pub const MEMFD_SECRET: u16 = 59;
+    pub const LANDLOCK_CREATE_RULESET: u16 = 60;
+    /// The pidfd of clone(CLONE_PIDFD) / clone3.
+    pub const CLONE: u16 = 61;
+    pub const CLONE3: u16 = 62;
+    pub const OPEN_TREE_ATTR: u16 = 63;
     /// Size of the identifier space (array bound for per-syscall tables).
     pub const COUNT: usize = 64;
+
+    /// Whether `id` creates descriptors (as opposed to releasing them or annotating).
+    pub const fn acquires(id: u16) -> bool {
+        (id >= OPEN && id <= RECVMMSG)
+            || (id >= IOURING_OPENAT && id <= IOURING_ACCEPT)
+            || id >= IOURING_PIPE && (id as usize) < COUNT
+    }
+
+    /// Whether `id` is an io_uring request (acquired at completion, stack of the submission).
+    pub const fn is_io_uring(id: u16) -> bool {
+        id >= IOURING_OPENAT && id <= IOURING_FD_INSTALL
+    }
 }
 
 /// `fcntl` commands that duplicate a descriptor (ABI constants shared by all architectures).
@@ -100,6 +146,8 @@ pub mod event {
     pub const EXIT: u32 = 6;
     /// [`super::SockStateEvent`].
     pub const SOCK_STATE: u32 = 7;
+    /// [`super::IoCompleteEvent`].
+    pub const IO_COMPLETE: u32 = 8;
 }
 
 /// How a descriptor was released ([`ReleaseEvent::how`]).
@@ -114,6 +162,11 @@ pub mod release {
     pub const EXEC: u32 = 4;
     /// Found replaced by a new descriptor with the same number: the release itself was not seen.
     pub const REPLACED: u32 = 5;
+    /// IORING_OP_CLOSE.
+    pub const IOURING_CLOSE: u32 = 6;
+    /// Bit set on `how` when the descriptor had been sent over a unix socket (SCM_RIGHTS): its
+    /// acquisition may be named by a receiver later.
+    pub const PASSED: u32 = 0x100;
 }
 
 /// Indexes of the per-CPU `COUNTERS` array.
@@ -134,8 +187,12 @@ pub mod counter {
     pub const PROC_MAP_FULL: u32 = 6;
     /// Acquisitions that failed with EMFILE or ENFILE (descriptor limit reached).
     pub const EMFILE: u32 = 7;
+    /// close() of a descriptor that was not open (EBADF).
+    pub const BAD_CLOSE: u32 = 8;
+    /// In-flight io_uring requests or passed descriptors not remembered (map full).
+    pub const PENDING_LOST: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Flags of [`ProcState::flags`].
@@ -150,6 +207,11 @@ pub mod proc_flag {
 pub mod fd_flag {
     /// Copied into a child at fork: the child holds it but did not acquire it.
     pub const INHERITED: u16 = 1;
+    /// Inherited from outside the traced tree (the launched command's stdio): accounted so that
+    /// verification is exact, never reported, no events.
+    pub const FOREIGN: u16 = 2;
+    /// Sent over a unix socket (SCM_RIGHTS) at least once.
+    pub const PASSED: u16 = 4;
 }
 
 /// Key of the `OPEN_FDS` map: one open descriptor of one process.
@@ -182,6 +244,9 @@ pub struct FdEntry {
     /// The socket (`struct sock *`) behind a socket descriptor, else 0; its state changes are
     /// followed while the descriptor is open.
     pub sk: u64,
+    /// The open file (`struct file *`) the descriptor referred to when accounted (0: unknown).
+    /// Verification checks the table still holds this file under this number.
+    pub file: u64,
 }
 
 /// Value of the `TRACED` map: the in-kernel filter of traced processes.
@@ -226,11 +291,12 @@ pub struct AcquireEvent {
     pub header: EventHeader,
     /// Acquisition id (see [`FdEntry::seq`]).
     pub seq: u64,
-    /// Acquisition id of the descriptor this one derives from (dup source, accept listener), or 0.
+    /// Acquisition id of the descriptor this one derives from (dup source, accept listener,
+    /// the sender's descriptor of a received one), or 0.
     pub src_seq: u64,
     /// Syscall-specific detail: packed socket (domain | type << 16 | protocol << 32), the
-    /// directory descriptor of open* (AT_FDCWD for open/creat), or the source descriptor of
-    /// dup/accept.
+    /// directory descriptor of open* (AT_FDCWD for open/creat), the source descriptor of
+    /// dup/accept, the sender (pid | fd << 32) of a received descriptor, the bpf() command.
     pub arg: u64,
     /// Inode numbers of `fd` and `fd2`; only read for pipes, socket pairs and duplicates of
     /// untracked descriptors, else 0.
@@ -254,7 +320,8 @@ pub struct AcquireEvent {
     pub stack_len: u32,
     /// Call site recognized by the stack memo (site id + 1), 0 when the stack was copied.
     pub memo_site: u32,
-    /// For a failed acquisition (`fd` = -1): the errno, EMFILE or ENFILE. Else 0.
+    /// For a failed call (`fd` = -1): the errno, EMFILE or ENFILE for acquisitions, EBADF for
+    /// close() (`arg` is then the descriptor). Else 0.
     pub errno: u32,
     /// The socket (`struct sock *`) behind `fd` for sockets, else 0.
     pub sk: u64,
@@ -316,14 +383,80 @@ pub struct ExecEvent {
     pub filename: [u8; NAME_MAX],
 }
 
-/// The last thread of a traced process exited.
+/// Most descriptor numbers listed per kind of mismatch in [`ExitEvent`].
+pub const VERIFY_LIST: usize = 8;
+
+/// The last thread of a traced process exited. Its descriptor table, still intact at this
+/// point, was compared with the accounting (kernel-side verification). Descriptors inherited
+/// from outside the traced tree count as accounted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct ExitEvent {
     pub header: EventHeader,
     /// Wait status, as waitpid() would report it.
     pub status: u32,
-    pub _pad: u32,
+    /// Descriptors open in the table.
+    pub open: u32,
+    /// Open and accounted.
+    pub exact: u32,
+    /// Open but not accounted (an acquisition tracer did not see).
+    pub missing: u32,
+    /// Accounted but not open (a release tracer did not see).
+    pub phantom: u32,
+    /// Open and accounted, but the number now refers to another file than the one accounted.
+    pub wrong: u32,
+    /// The first missing, phantom and wrong descriptor numbers.
+    pub missing_fds: [u32; VERIFY_LIST],
+    pub phantom_fds: [u32; VERIFY_LIST],
+    pub wrong_fds: [u32; VERIFY_LIST],
+}
+
+/// An io_uring request submitted earlier (an [`AcquireEvent`] with `fd` -1 and the
+/// submission's `seq`) completed: with new descriptors, or finally failed (`fd` < 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct IoCompleteEvent {
+    pub header: EventHeader,
+    /// Acquisition id of the new descriptors (0 if none).
+    pub seq: u64,
+    /// Acquisition id of the submission (its stack and name).
+    pub submit_seq: u64,
+    /// Inode numbers of `fd` and `fd2`.
+    pub ino: [u64; 2],
+    /// The new descriptor, or the negated errno.
+    pub fd: i32,
+    /// Second descriptor (IORING_OP_PIPE), else -1.
+    pub fd2: i32,
+    /// File type bits of `fd`'s inode.
+    pub i_mode: u16,
+    /// [`syscall`] pseudo-identifier of the operation.
+    pub syscall: u16,
+    /// More completions will follow (multishot accept).
+    pub more: u32,
+}
+
+/// Value of the `PASSED` map: who sent a file over a unix socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Passed {
+    /// The sender's acquisition of the descriptor it sent (0 if the sender does not account it).
+    pub seq: u64,
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Value of the `IO_REQS` map: an io_uring request that will produce a descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct IoReq {
+    /// The submission's acquisition id.
+    pub seq: u64,
+    /// User pointer where IORING_OP_PIPE writes its two descriptors.
+    pub fds_ptr: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub syscall: u16,
+    pub _pad: [u16; 3],
 }
 
 /// Most stack words a memo signature covers.
@@ -449,7 +582,26 @@ pub struct KernelOffsets {
     pub skc_family: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
-    pub _pad: u32,
+    /// io_uring (all 0 when the kernel's BTF lacks them: io_uring is then not followed).
+    pub kiocb_opcode: u32,
+    pub kiocb_ctx: u32,
+    pub kiocb_user_data: u32,
+    pub open_dfd: u32,
+    pub open_file_slot: u32,
+    pub open_filename: u32,
+    pub filename_name: u32,
+    pub accept_file_slot: u32,
+    pub socket_domain: u32,
+    pub socket_type: u32,
+    pub socket_protocol: u32,
+    pub socket_file_slot: u32,
+    pub close_fd: u32,
+    pub close_file_slot: u32,
+    pub pipe_fds: u32,
+    pub pipe_file_slot: u32,
+    pub cqe_user_data: u32,
+    pub cqe_res: u32,
+    pub cqe_flags: u32,
 }
 
 /// Read-only configuration written into the eBPF object before it is loaded.
@@ -482,4 +634,6 @@ mod pod {
     unsafe impl aya::Pod for MemoKey {}
     unsafe impl aya::Pod for MemoSig {}
     unsafe impl aya::Pod for SockOwner {}
+    unsafe impl aya::Pod for Passed {}
+    unsafe impl aya::Pod for IoReq {}
 }

@@ -30,7 +30,7 @@ use aya_ebpf::{
         generated::{
             bpf_find_vma, bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_loop,
             bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
-            bpf_probe_read_user_str,
+            bpf_probe_read_user_str, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -39,10 +39,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
-    ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, KernelOffsets, MAX_PROCS,
-    MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES,
-    SockAddrEvent, SockOwner, SockStateEvent, UserRegs, counter, event, fd_flag, memo_mix,
-    memo_seed, proc_flag, release, syscall,
+    ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, IoCompleteEvent, IoReq,
+    KernelOffsets, MAX_PROCS, MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, Passed, ProcState,
+    ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent, SockOwner, SockStateEvent, UserRegs,
+    VERIFY_LIST, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release, syscall,
 };
 
 /// Written by userspace before load (kernel offsets, stack size).
@@ -74,7 +74,25 @@ static CONFIG: Config = Config {
         skc_family: 0,
         skc_v6_daddr: 0,
         skc_v6_rcv_saddr: 0,
-        _pad: 0,
+        kiocb_opcode: 0,
+        kiocb_ctx: 0,
+        kiocb_user_data: 0,
+        open_dfd: 0,
+        open_file_slot: 0,
+        open_filename: 0,
+        filename_name: 0,
+        accept_file_slot: 0,
+        socket_domain: 0,
+        socket_type: 0,
+        socket_protocol: 0,
+        socket_file_slot: 0,
+        close_fd: 0,
+        close_file_slot: 0,
+        pipe_fds: 0,
+        pipe_file_slot: 0,
+        cqe_user_data: 0,
+        cqe_res: 0,
+        cqe_flags: 0,
     },
     stack_max: 0,
     wakeup_bytes: 0,
@@ -133,11 +151,29 @@ static MEMO_WORD_SCRATCH: PerCpuArray<[u16; MEMO_WORDS]> = PerCpuArray::with_max
 #[map]
 static MEMO_STACK_SCRATCH: PerCpuArray<[u64; 4096]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Open files (`struct file *`) sent over unix sockets by traced processes -> their sender.
+#[map]
+static PASSED: LruHashMap<u64, Passed> = LruHashMap::with_max_entries(16384, 0);
+
+/// In-flight io_uring requests that will create descriptors, by `struct io_kiocb *`.
+#[map]
+static IO_REQS: HashMap<u64, IoReq> = HashMap::with_max_entries(16384, 0);
+
+/// In-flight multishot-capable requests by (ring, user_data), for completions posted without
+/// their request.
+#[map]
+static IO_MULTI: HashMap<[u64; 2], u64> = HashMap::with_max_entries(4096, 0);
+
+/// Scratch of descriptor lists read from SCM_RIGHTS control messages.
+#[map]
+static RIGHTS_SCRATCH: PerCpuArray<[i32; RIGHTS_SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Records for userspace. Sized by userspace.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 const EINPROGRESS: i64 = 115;
+const EBADF: i64 = 9;
 const EMFILE: i64 = 24;
 const ENFILE: i64 = 23;
 const AT_FDCWD: i32 = -100;
@@ -145,6 +181,43 @@ const S_IFMT: u16 = 0o170000;
 /// Smallest stack extent worth taking from the per-thread cache (else the mapping is looked up).
 const MIN_CACHED_EXTENT: u64 = 4096;
 const AF_INET6: u16 = 10;
+const S_IFSOCK: u16 = 0o140000;
+const CLONE_PIDFD: u64 = 0x1000;
+/// landlock_create_ruleset flags that make it return a version or errata, not a descriptor.
+const LANDLOCK_QUERY_FLAGS: u64 = 3;
+/// bpf() commands that return a new descriptor (bit per command number).
+const BPF_FD_CMDS: u64 = (1 << 0)   // MAP_CREATE
+    | (1 << 5)   // PROG_LOAD
+    | (1 << 7)   // OBJ_GET
+    | (1 << 13)  // PROG_GET_FD_BY_ID
+    | (1 << 14)  // MAP_GET_FD_BY_ID
+    | (1 << 17)  // RAW_TRACEPOINT_OPEN
+    | (1 << 18)  // BTF_LOAD
+    | (1 << 19)  // BTF_GET_FD_BY_ID
+    | (1 << 28)  // LINK_CREATE
+    | (1 << 30)  // LINK_GET_FD_BY_ID
+    | (1 << 32)  // ENABLE_STATS
+    | (1 << 33)  // ITER_CREATE
+    | (1 << 36); // TOKEN_CREATE
+/// Most descriptors taken from the control messages of one sendmsg/recvmsg call.
+const RIGHTS_MAX: u32 = 16;
+const RIGHTS_SCRATCH_LEN: usize = 48;
+/// Most messages of one sendmmsg/recvmmsg and control messages per message inspected.
+const MMSG_MAX: u64 = 4;
+const CMSG_MAX: u64 = 4;
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+/// io_uring opcodes (uapi).
+mod ioring_op {
+    pub const ACCEPT: u8 = 13;
+    pub const OPENAT: u8 = 18;
+    pub const CLOSE: u8 = 19;
+    pub const OPENAT2: u8 = 28;
+    pub const SOCKET: u8 = 45;
+    pub const FIXED_FD_INSTALL: u8 = 54;
+    pub const PIPE: u8 = 62;
+}
+const IORING_CQE_F_MORE: u32 = 2;
 
 /// Reads a field of CONFIG. The volatile read stops the compiler from folding the build-time zeros
 /// that userspace replaces before load.
@@ -224,16 +297,21 @@ fn open_word(fdt: u64, fd: u32) -> u64 {
     kread(bits, (fd as u64 / 64) * 8).unwrap_or(0)
 }
 
-/// Inode number and mode of the file behind `fd`.
+/// The open file (`struct file *`) behind `fd` in table `fdt` (0 if none).
 #[inline(always)]
-fn fd_inode(fdt: u64, fd: i32) -> (u64, u16) {
+fn fd_file(fdt: u64, fd: i32) -> u64 {
     if fd < 0 {
-        return (0, 0);
+        return 0;
     }
-    let inode = kread::<u64>(fdt, off!(fdt_fd))
+    kread::<u64>(fdt, off!(fdt_fd))
         .and_then(|arr| kread::<u64>(arr, fd as u64 * 8))
-        .and_then(|file| kread::<u64>(file, off!(file_inode)));
-    match inode {
+        .unwrap_or(0)
+}
+
+/// Inode number and file type bits of an open file.
+#[inline(always)]
+fn file_inode(file: u64) -> (u64, u16) {
+    match kread::<u64>(file, off!(file_inode)) {
         Some(inode) => (
             kread(inode, off!(inode_ino)).unwrap_or(0),
             kread::<u16>(inode, off!(inode_mode)).unwrap_or(0) & S_IFMT,
@@ -242,15 +320,10 @@ fn fd_inode(fdt: u64, fd: i32) -> (u64, u16) {
     }
 }
 
-/// The `struct sock *` of socket descriptor `fd` (0 if unknown).
+/// The `struct sock *` of a socket file (0 if unknown). Only valid for socket files.
 #[inline(always)]
-fn fd_socket(fdt: u64, fd: i32) -> u64 {
-    if fd < 0 {
-        return 0;
-    }
-    kread::<u64>(fdt, off!(fdt_fd))
-        .and_then(|arr| kread::<u64>(arr, fd as u64 * 8))
-        .and_then(|file| kread::<u64>(file, off!(file_private_data)))
+fn file_socket(file: u64) -> u64 {
+    kread::<u64>(file, off!(file_private_data))
         .and_then(|socket| kread::<u64>(socket, off!(socket_sk)))
         .unwrap_or(0)
 }
@@ -304,9 +377,9 @@ fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
 fn release_fd(tgid: u32, fd: u32, how: u32) {
     let key = FdKey { tgid, fd };
     // SAFETY: copies out of a valid map value.
-    let Some((seq, sk)) = OPEN_FDS
+    let Some((seq, sk, flags)) = OPEN_FDS
         .get_ptr(&key)
-        .map(|e| unsafe { ((*e).seq, (*e).sk) })
+        .map(|e| unsafe { ((*e).seq, (*e).sk, (*e).flags) })
     else {
         return;
     };
@@ -315,6 +388,14 @@ fn release_fd(tgid: u32, fd: u32, how: u32) {
         if sk != 0 {
             let _ = SOCKS.remove(&sk);
         }
+        if flags & fd_flag::FOREIGN != 0 {
+            return;
+        }
+        let how = if flags & fd_flag::PASSED != 0 {
+            how | release::PASSED
+        } else {
+            how
+        };
         emit_release(tgid, fd, seq, how);
     }
 }
@@ -334,7 +415,12 @@ fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
         bump(counter::ACQUIRED, 1);
         return;
     }
-    if let Some(old) = OPEN_FDS.get_ptr(&key).map(|e| unsafe { (*e).seq }) {
+    // SAFETY: copy out of a valid map value.
+    if let Some((old, flags)) = OPEN_FDS
+        .get_ptr(&key)
+        .map(|e| unsafe { ((*e).seq, (*e).flags) })
+        && flags & fd_flag::FOREIGN == 0
+    {
         emit_release(tgid, fd as u32, old, replaced_how);
     }
     if OPEN_FDS.insert(&key, entry, 0).is_ok() {
@@ -480,7 +566,7 @@ fn selected() -> bool {
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs_ptr: *const u64 = ctx.arg(0);
     let id = hooked(reg(regs_ptr, regs::ORIG_AX));
-    if id == 0 || id == syscall::CLOSE || id == syscall::CLOSE_RANGE {
+    if id == 0 || id == syscall::CLOSE_RANGE {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -490,20 +576,30 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
+    let tgid = (pid_tgid >> 32) as u32;
+    if id == syscall::CLOSE {
+        // close() of a descriptor that was not open: a double close or a stray number.
+        if ret == -EBADF && traced(tgid) {
+            bump(counter::BAD_CLOSE, 1);
+            let fd = syscall_args(regs_ptr)[0] as i32;
+            failed(pid_tgid, id, EBADF as u32, fd, &user_regs(regs_ptr));
+        }
+        return 0;
+    }
     let is_socket_op = id == syscall::CONNECT || id == syscall::BIND;
     let limit_hit = (ret == -EMFILE || ret == -ENFILE) && !is_socket_op;
     if ret < 0 && !(is_socket_op && ret == -EINPROGRESS) && !limit_hit {
         return 0;
     }
-    let tgid = (pid_tgid >> 32) as u32;
     if !traced(tgid) {
         return 0;
     }
     // The argument registers are still as they were at entry.
     let args = syscall_args(regs_ptr);
+    let tid = pid_tgid as u32;
     if limit_hit {
         bump(counter::EMFILE, 1);
-        failed(tgid, pid_tgid as u32, id, -ret as u32, &user_regs(regs_ptr));
+        failed(pid_tgid, id, -ret as u32, -1, &user_regs(regs_ptr));
         return 0;
     }
     match id {
@@ -511,9 +607,295 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         syscall::FCNTL if args[1] != F_DUPFD && args[1] != F_DUPFD_CLOEXEC => {}
         // signalfd on an existing descriptor only changes its mask.
         syscall::SIGNALFD | syscall::SIGNALFD4 if args[0] as i32 != -1 => {}
-        _ => acquire(tgid, pid_tgid as u32, id, &args, ret, &user_regs(regs_ptr)),
+        syscall::BPF if args[0] >= 64 || BPF_FD_CMDS & (1 << args[0]) == 0 => {}
+        syscall::LANDLOCK_CREATE_RULESET if args[2] & LANDLOCK_QUERY_FLAGS != 0 => {}
+        syscall::CLONE | syscall::CLONE3 => {
+            // In the parent only (the child returns 0): the pidfd written to user memory.
+            let ptr = if ret <= 0 {
+                0
+            } else if id == syscall::CLONE {
+                if args[0] & CLONE_PIDFD != 0 {
+                    args[2]
+                } else {
+                    0
+                }
+            } else {
+                match uread::<[u64; 2]>(args[0]) {
+                    Some([flags, pidfd]) if flags & CLONE_PIDFD != 0 => pidfd,
+                    _ => 0,
+                }
+            };
+            if ptr != 0
+                && let Some(fd) = uread::<i32>(ptr)
+            {
+                acquire(tgid, tid, id, &args, fd, -1, &user_regs(regs_ptr));
+            }
+        }
+        syscall::SENDMSG | syscall::SENDMMSG | syscall::RECVMSG | syscall::RECVMMSG => {
+            let (msgs, stride) = if id == syscall::SENDMSG || id == syscall::RECVMSG {
+                (1, 0)
+            } else {
+                (ret as u64, MMSGHDR_SIZE)
+            };
+            let n = collect_rights(args[1], msgs, stride);
+            if n == 0 {
+                return 0;
+            }
+            let mut l = RightsLoop {
+                tgid,
+                tid,
+                regs: user_regs(regs_ptr),
+                fdt: current_fdt().unwrap_or(0),
+            };
+            let step = if id == syscall::SENDMSG || id == syscall::SENDMMSG {
+                sent_step as *mut c_void
+            } else {
+                received_step as *mut c_void
+            };
+            // SAFETY: the callback only touches `l` and maps.
+            unsafe { bpf_loop(n, step, addr_of_mut!(l).cast(), 0) };
+        }
+        syscall::PIPE | syscall::PIPE2 => {
+            let (fd, fd2) = user_fd_pair(args[0]);
+            acquire(tgid, tid, id, &args, fd, fd2, &user_regs(regs_ptr));
+        }
+        syscall::SOCKETPAIR => {
+            let (fd, fd2) = user_fd_pair(args[3]);
+            acquire(tgid, tid, id, &args, fd, fd2, &user_regs(regs_ptr));
+        }
+        _ => acquire(tgid, tid, id, &args, ret as i32, -1, &user_regs(regs_ptr)),
     }
     0
+}
+
+/// Reads a `T` (plain integers only) from user memory.
+#[inline(always)]
+fn uread<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    let mut v = MaybeUninit::<T>::uninit();
+    // SAFETY: bpf_probe_read_user validates the source address and fills `v`.
+    let r = unsafe {
+        bpf_probe_read_user(
+            v.as_mut_ptr().cast(),
+            size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    // SAFETY: on success every byte of `v` was written.
+    (r == 0).then(|| unsafe { v.assume_init() })
+}
+
+/// Size of `struct mmsghdr` (a `struct msghdr` and the received length, padded).
+const MMSGHDR_SIZE: u64 = 64;
+/// Offsets in `struct msghdr` of `msg_control` and `msg_controllen`.
+const MSG_CONTROL: u64 = 32;
+const MSG_CONTROLLEN: u64 = 40;
+
+/// Copies the descriptors of the SCM_RIGHTS control messages of `msgs` message headers at user
+/// address `base` (`stride` bytes apart) into RIGHTS_SCRATCH; returns how many (at most
+/// [`RIGHTS_MAX`]).
+#[inline(always)]
+fn collect_rights(base: u64, msgs: u64, stride: u64) -> u32 {
+    let Some(out) = RIGHTS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // Written C-like, every variable initialized: values the optimizer leaves undefined on
+    // some path are rejected by the verifier even when unused.
+    let mut n: u32 = 0;
+    let mut m: u64 = 0;
+    while m < MMSG_MAX && m < msgs {
+        let hdr = base + m * stride;
+        m += 1;
+        // msg_control and msg_controllen.
+        let mut ctl = [0u64; 2];
+        // SAFETY: the helper validates the user address.
+        if unsafe {
+            bpf_probe_read_user(
+                ctl.as_mut_ptr().cast(),
+                16,
+                (hdr + MSG_CONTROL) as *const c_void,
+            )
+        } != 0
+        {
+            continue;
+        }
+        let (control, clen) = (ctl[0], ctl[1]);
+        let mut off: u64 = 0;
+        let mut c: u64 = 0;
+        while c < CMSG_MAX && control != 0 && off + 16 <= clen {
+            c += 1;
+            // cmsghdr: len (u64), level (i32), type (i32), then the data.
+            let mut h = [0u64; 2];
+            // SAFETY: as above.
+            if unsafe {
+                bpf_probe_read_user(h.as_mut_ptr().cast(), 16, (control + off) as *const c_void)
+            } != 0
+            {
+                break;
+            }
+            let len = h[0];
+            if len < 16 || len > clen - off {
+                break;
+            }
+            if h[1] as u32 as i32 == SOL_SOCKET
+                && (h[1] >> 32) as i32 == SCM_RIGHTS
+                && n < RIGHTS_MAX
+            {
+                let mut count = ((len - 16) / 4) as u32;
+                if count > RIGHTS_MAX - n {
+                    count = RIGHTS_MAX - n;
+                }
+                // SAFETY: the masks (kept from the optimizer, for the verifier) hold the copy
+                // inside the 48-entry scratch.
+                let r = unsafe {
+                    bpf_probe_read_user(
+                        (out as *mut i32).add((opaque(n) & 15) as usize).cast(),
+                        (opaque(count) & 31) * 4,
+                        (control + off + 16) as *const c_void,
+                    )
+                };
+                if r == 0 {
+                    n += count;
+                }
+            }
+            off += (len + 7) & !7;
+        }
+    }
+    n
+}
+
+/// `v`, through memory: the compiler cannot use what it knows about it, so bounds checks
+/// written after this reach the verifier.
+#[inline(always)]
+fn opaque(v: u32) -> u32 {
+    let x = v;
+    // SAFETY: reads a local.
+    unsafe { read_volatile(&x) }
+}
+
+/// State of a loop over the descriptors of SCM_RIGHTS messages.
+#[repr(C)]
+struct RightsLoop {
+    tgid: u32,
+    tid: u32,
+    regs: UserRegs,
+    fdt: u64,
+}
+
+/// The `i`th collected SCM_RIGHTS descriptor.
+#[inline(always)]
+fn right(i: u64) -> i32 {
+    match RIGHTS_SCRATCH.get_ptr(0) {
+        // SAFETY: index masked into the scratch.
+        Some(fds) => unsafe { (*fds)[i as usize & (RIGHTS_MAX as usize - 1)] },
+        None => -1,
+    }
+}
+
+/// bpf_loop callback of sendmsg: remembers who sent each file.
+#[inline(never)]
+extern "C" fn sent_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's RightsLoop.
+    let l = unsafe { &*(ctx as *const RightsLoop) };
+    let fd = right(i);
+    if fd < 0 {
+        return 0;
+    }
+    let file = fd_file(l.fdt, fd);
+    if file == 0 {
+        return 0;
+    }
+    let key = FdKey {
+        tgid: l.tgid,
+        fd: fd as u32,
+    };
+    let seq = match OPEN_FDS.get_ptr_mut(&key) {
+        // SAFETY: valid map value.
+        Some(e) => unsafe {
+            (*e).flags |= fd_flag::PASSED;
+            (*e).seq
+        },
+        None => 0,
+    };
+    let passed = Passed {
+        seq,
+        tgid: l.tgid,
+        fd: fd as u32,
+    };
+    if PASSED.insert(&file, &passed, 0).is_err() {
+        bump(counter::PENDING_LOST, 1);
+    }
+    0
+}
+
+/// bpf_loop callback of recvmsg: accounts each received descriptor, naming its sender.
+#[inline(never)]
+extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's RightsLoop.
+    let l = unsafe { &*(ctx as *const RightsLoop) };
+    let fd = right(i);
+    if fd < 0 {
+        return 0;
+    }
+    let file = fd_file(l.fdt, fd);
+    let (ino, i_mode) = file_inode(file);
+    let sk = if i_mode == S_IFSOCK {
+        file_socket(file)
+    } else {
+        0
+    };
+    // SAFETY: copy out of a valid map value.
+    let sender = unsafe { PASSED.get(&file) }.copied().unwrap_or_default();
+    let seq = next_seq();
+    // SAFETY: helper without preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let entry = FdEntry {
+        seq,
+        ts_ns,
+        tid: l.tid,
+        origin_tgid: l.tgid,
+        syscall: syscall::RECVMSG,
+        flags: 0,
+        _pad: 0,
+        sk,
+        file,
+    };
+    account_fd(l.tgid, fd, &entry, release::REPLACED);
+    track_socket(sk, seq, l.tgid, fd);
+    let acq = Acquisition {
+        errno: 0,
+        sk,
+        tgid: l.tgid,
+        tid: l.tid,
+        fd,
+        fd2: -1,
+        sys: syscall::RECVMSG,
+        i_mode,
+        seq,
+        src_seq: sender.seq,
+        // The sender: pid, and its descriptor number.
+        arg: sender.tgid as u64 | (sender.fd as u64) << 32,
+        ino: [ino, 0],
+        ts_ns,
+        name_src: NameSrc::new(NAME_NONE, 0, 0),
+    };
+    send_acquire(&acq, &l.regs);
+    0
+}
+
+/// Follows the TCP state of a tracked socket.
+#[inline(always)]
+fn track_socket(sk: u64, seq: u64, tgid: u32, fd: i32) {
+    if sk != 0 {
+        let owner = SockOwner {
+            seq,
+            tgid,
+            fd: fd as u32,
+        };
+        let _ = SOCKS.insert(&sk, &owner, 0);
+    }
 }
 
 /// Reads the two descriptors a pipe()/socketpair() wrote to user memory.
@@ -525,13 +907,10 @@ fn user_fd_pair(ptr: u64) -> (i32, i32) {
     if r == 0 { (fds[0], fds[1]) } else { (-1, -1) }
 }
 
+/// Accounts the new descriptor(s) `fd` (and `fd2`) of syscall `sys` with arguments `a` and
+/// sends the acquisition.
 #[inline(always)]
-fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserRegs) {
-    let (fd, fd2) = match sys {
-        syscall::PIPE | syscall::PIPE2 => user_fd_pair(a[0]),
-        syscall::SOCKETPAIR => user_fd_pair(a[3]),
-        _ => (ret as i32, -1),
-    };
+fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], fd: i32, fd2: i32, regs: &UserRegs) {
     if fd < 0 {
         return;
     }
@@ -562,21 +941,37 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
     let seq = next_seq();
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let fdt = current_fdt().unwrap_or(0);
+    let file = fd_file(fdt, fd);
+    let file2 = fd_file(fdt, fd2);
+    // The inode is only needed where the syscall does not say what the descriptor is (a
+    // duplicate of an untracked one, a handle or another process's descriptor) and to name
+    // pipes; opened paths are classified later.
+    let need_inode = (src_fd >= 0 && src_seq == 0)
+        || matches!(
+            sys,
+            syscall::PIPE
+                | syscall::PIPE2
+                | syscall::SOCKETPAIR
+                | syscall::PIDFD_GETFD
+                | syscall::OPEN_BY_HANDLE_AT
+        );
+    let (ino, i_mode, ino2) = if need_inode {
+        let (ino, i_mode) = file_inode(file);
+        (ino, i_mode, file_inode(file2).0)
+    } else {
+        (0, 0, 0)
+    };
     // Sockets: remember the socket so its TCP state changes can be followed.
-    let sk = if matches!(sys, syscall::SOCKET | syscall::ACCEPT | syscall::ACCEPT4) {
-        fd_socket(current_fdt().unwrap_or(0), fd)
+    let sk = if matches!(sys, syscall::SOCKET | syscall::ACCEPT | syscall::ACCEPT4)
+        || (sys == syscall::PIDFD_GETFD && i_mode == S_IFSOCK)
+    {
+        file_socket(file)
     } else {
         0
     };
-    if sk != 0 {
-        let owner = SockOwner {
-            seq,
-            tgid,
-            fd: fd as u32,
-        };
-        let _ = SOCKS.insert(&sk, &owner, 0);
-    }
-    let entry = FdEntry {
+    track_socket(sk, seq, tgid, fd);
+    let mut entry = FdEntry {
         seq,
         ts_ns,
         tid,
@@ -585,6 +980,7 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         flags: 0,
         _pad: 0,
         sk,
+        file,
     };
     let replaced = if sys == syscall::DUP2 || sys == syscall::DUP3 {
         release::DUP2
@@ -592,6 +988,8 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         release::REPLACED
     };
     account_fd(tgid, fd, &entry, replaced);
+    entry.sk = 0;
+    entry.file = file2;
     account_fd(tgid, fd2, &entry, replaced);
 
     let arg = match sys {
@@ -600,22 +998,17 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         }
         // The directory a relative path is resolved against.
         syscall::OPEN | syscall::CREAT => AT_FDCWD as u32 as u64,
-        syscall::OPENAT | syscall::OPENAT2 => a[0] & 0xffff_ffff,
+        syscall::OPENAT
+        | syscall::OPENAT2
+        | syscall::OPEN_TREE
+        | syscall::OPEN_TREE_ATTR
+        | syscall::FSPICK => a[0] & 0xffff_ffff,
+        // The other process (its pidfd) and its descriptor number.
+        syscall::PIDFD_GETFD => (a[0] & 0xffff_ffff) | (a[1] << 32),
+        // The command (bpf), the event type (perf_event_open's attr.type is read in userspace).
+        syscall::BPF => a[0],
         _ if src_fd >= 0 => src_fd as u64,
         _ => 0,
-    };
-    // The inode is only needed where the syscall does not say what the descriptor is (a
-    // duplicate of an untracked one) and to name pipes; opened paths are classified later.
-    let need_inode = (src_fd >= 0 && src_seq == 0)
-        || sys == syscall::PIPE
-        || sys == syscall::PIPE2
-        || sys == syscall::SOCKETPAIR;
-    let (ino, i_mode, ino2) = if need_inode {
-        let fdt = current_fdt().unwrap_or(0);
-        let (ino, i_mode) = fd_inode(fdt, fd);
-        (ino, i_mode, fd_inode(fdt, fd2).0)
-    } else {
-        (0, 0, 0)
     };
     let acq = Acquisition {
         tgid,
@@ -632,10 +1025,16 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
         errno: 0,
         sk,
         name_src: match sys {
-            syscall::OPEN | syscall::CREAT | syscall::MEMFD_CREATE => {
-                NameSrc::new(NAME_STR, a[0], 0)
-            }
-            syscall::OPENAT | syscall::OPENAT2 => NameSrc::new(NAME_STR, a[1], 0),
+            syscall::OPEN
+            | syscall::CREAT
+            | syscall::MEMFD_CREATE
+            | syscall::MQ_OPEN
+            | syscall::FSOPEN => NameSrc::new(NAME_STR, a[0], 0),
+            syscall::OPENAT
+            | syscall::OPENAT2
+            | syscall::OPEN_TREE
+            | syscall::OPEN_TREE_ATTR
+            | syscall::FSPICK => NameSrc::new(NAME_STR, a[1], 0),
             syscall::ACCEPT | syscall::ACCEPT4 if a[1] != 0 && a[2] != 0 => {
                 NameSrc::new(NAME_SOCKADDR, a[1], a[2])
             }
@@ -645,21 +1044,22 @@ fn acquire(tgid: u32, tid: u32, sys: u16, a: &[u64; 4], ret: i64, regs: &UserReg
     send_acquire(&acq, regs);
 }
 
-/// An acquisition that failed because a descriptor limit was reached: sent with its stack.
+/// A call that failed: an acquisition on a descriptor limit, or a close of descriptor `fd`
+/// that was not open. Sent with its stack.
 #[inline(never)]
-fn failed(tgid: u32, tid: u32, sys: u16, errno: u32, regs: &UserRegs) {
+fn failed(pid_tgid: u64, sys: u16, errno: u32, fd: i32, regs: &UserRegs) {
     let acq = Acquisition {
         errno,
         sk: 0,
-        tgid,
-        tid,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
         fd: -1,
         fd2: -1,
         sys,
         i_mode: 0,
         seq: 0,
         src_seq: 0,
-        arg: 0,
+        arg: fd as u32 as u64,
         ino: [0, 0],
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -682,6 +1082,8 @@ struct NameSrc {
 const NAME_NONE: u32 = 0;
 const NAME_STR: u32 = 1;
 const NAME_SOCKADDR: u32 = 2;
+/// A NUL-terminated kernel string.
+const NAME_KSTR: u32 = 3;
 
 impl NameSrc {
     const fn new(kind: u32, ptr: u64, len_ptr: u64) -> Self {
@@ -769,7 +1171,8 @@ fn shrink_stack_end(tid: u32, end: u64) {
     }
 }
 
-#[inline(always)]
+/// Sends an acquisition with its call site: recognized by the memo, or a copy of the stack.
+#[inline(never)]
 fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     // SAFETY: helper returning the current task's BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() } as *mut c_void;
@@ -944,6 +1347,13 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, m
 /// Fills `dst` (NAME_MAX bytes) from the acquisition's name source; returns the bytes used.
 #[inline(always)]
 unsafe fn read_name(dst: *mut u8, src: NameSrc) -> u32 {
+    if src.kind == NAME_KSTR {
+        // SAFETY: dst has NAME_MAX bytes; the helper validates the kernel pointer.
+        let n = unsafe {
+            bpf_probe_read_kernel_str(dst.cast(), NAME_MAX as u32, src.ptr as *const c_void)
+        };
+        return if n > 0 { (n - 1) as u32 } else { 0 };
+    }
     if src.kind == NAME_STR {
         // SAFETY: dst has NAME_MAX bytes; the helper validates the user pointer.
         let n = unsafe {
@@ -1029,6 +1439,9 @@ struct FdLoop {
     word_index: u32,
     /// Descriptors handled.
     count: u32,
+    /// Fork from a launcher: account the child's descriptors as [`fd_flag::FOREIGN`].
+    foreign: u32,
+    _pad: u32,
 }
 
 impl FdLoop {
@@ -1083,6 +1496,8 @@ fn close_range(tgid: u32, first: u32, last: u32, flags: u64) {
         word: 0,
         word_index: u32::MAX,
         count: 0,
+        foreign: 0,
+        _pad: 0,
     };
     // SAFETY: the callback only touches `l` and maps.
     unsafe {
@@ -1098,7 +1513,8 @@ fn close_range(tgid: u32, first: u32, last: u32, flags: u64) {
 // ---------------------------------------------------------------------------------------------
 // Process lifecycle.
 
-/// bpf_loop callback of fork: copies the parent's entry for each descriptor open in the child.
+/// bpf_loop callback of fork: copies the parent's entry for each descriptor open in the child
+/// (or, from a launcher, accounts it as foreign).
 #[inline(never)]
 extern "C" fn fork_step(fd: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the caller's FdLoop.
@@ -1107,18 +1523,34 @@ extern "C" fn fork_step(fd: u64, ctx: *mut c_void) -> i64 {
     if !l.is_open(fd) {
         return 0;
     }
-    let Some(ptr) = OPEN_FDS.get_ptr(&FdKey { tgid: l.tgid, fd }) else {
-        return 0;
+    let entry = match OPEN_FDS.get_ptr(&FdKey { tgid: l.tgid, fd }) {
+        // SAFETY: copy out of a valid map value.
+        Some(ptr) => {
+            let mut e = unsafe { *ptr };
+            e.flags |= fd_flag::INHERITED;
+            e
+        }
+        None if l.foreign != 0 => FdEntry {
+            seq: 0,
+            ts_ns: 0,
+            tid: 0,
+            origin_tgid: 0,
+            syscall: 0,
+            flags: fd_flag::FOREIGN | fd_flag::INHERITED,
+            _pad: 0,
+            sk: 0,
+            file: fd_file(l.fdt, fd as i32),
+        },
+        None => return 0,
     };
-    // SAFETY: copy out of a valid map value.
-    let mut entry = unsafe { *ptr };
-    entry.flags |= fd_flag::INHERITED;
     if OPEN_FDS
         .insert(&FdKey { tgid: l.other, fd }, &entry, 0)
         .is_ok()
     {
-        l.count += 1;
-        bump(counter::ACQUIRED, 1);
+        if entry.flags & fd_flag::FOREIGN == 0 {
+            l.count += 1;
+            bump(counter::ACQUIRED, 1);
+        }
     } else {
         bump(counter::FD_MAP_FULL, 1);
     }
@@ -1164,9 +1596,13 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
         word: 0,
         word_index: u32::MAX,
         count: 0,
+        foreign: 0,
+        _pad: 0,
     };
-    // Only traced processes' descriptors are copied; a launcher's own are not ours.
-    if copy_fds && l.fdt != 0 {
+    // A traced parent's descriptors are copied; a launcher's are accounted as foreign (they
+    // are not the program's, but verification must know them).
+    l.foreign = (!copy_fds) as u32;
+    if l.fdt != 0 {
         let max_fds: u32 = kread(l.fdt, off!(fdt_max_fds)).unwrap_or(0);
         // SAFETY: the callback only touches `l` and maps.
         unsafe { bpf_loop(max_fds, fork_step as *mut c_void, addr_of_mut!(l).cast(), 0) };
@@ -1229,6 +1665,8 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
         word: 0,
         word_index: u32::MAX,
         count: 0,
+        foreign: 0,
+        _pad: 0,
     };
     let scan = if scan > max_fds { scan } else { max_fds };
     // SAFETY: the callback only touches `l` and maps.
@@ -1258,6 +1696,80 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// State of the exit-time comparison of a descriptor table with the accounting.
+#[repr(C)]
+struct VerifyLoop {
+    tgid: u32,
+    open: u32,
+    exact: u32,
+    missing: u32,
+    phantom: u32,
+    wrong: u32,
+    fdt: u64,
+    /// The table's `struct file *` array.
+    files: u64,
+    word: u64,
+    word_index: u32,
+    _pad: u32,
+    missing_fds: [u32; VERIFY_LIST],
+    phantom_fds: [u32; VERIFY_LIST],
+    wrong_fds: [u32; VERIFY_LIST],
+}
+
+/// Appends `fd` to a bounded list whose length is `n` before the call.
+#[inline(always)]
+fn note_fd(list: &mut [u32; VERIFY_LIST], n: u32, fd: u32) {
+    if (n as usize) < VERIFY_LIST {
+        list[n as usize & (VERIFY_LIST - 1)] = fd;
+    }
+}
+
+/// bpf_loop callback of exit: classifies descriptor `fd` and drops foreign entries.
+#[inline(never)]
+extern "C" fn verify_step(fd: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the caller's VerifyLoop.
+    let l = unsafe { &mut *(ctx as *mut VerifyLoop) };
+    let fd = fd as u32;
+    let index = fd / 64;
+    if index != l.word_index {
+        l.word = open_word(l.fdt, fd);
+        l.word_index = index;
+    }
+    let open = l.word & (1u64 << (fd % 64)) != 0;
+    let key = FdKey { tgid: l.tgid, fd };
+    // SAFETY: copy out of a valid map value.
+    let entry = OPEN_FDS
+        .get_ptr(&key)
+        .map(|e| unsafe { ((*e).file, (*e).flags) });
+    match entry {
+        Some((file, flags)) => {
+            if open {
+                l.open += 1;
+                let current: u64 = kread(l.files, fd as u64 * 8).unwrap_or(0);
+                if file != 0 && current != file {
+                    note_fd(&mut l.wrong_fds, l.wrong, fd);
+                    l.wrong += 1;
+                } else {
+                    l.exact += 1;
+                }
+            } else {
+                note_fd(&mut l.phantom_fds, l.phantom, fd);
+                l.phantom += 1;
+            }
+            if flags & fd_flag::FOREIGN != 0 {
+                let _ = OPEN_FDS.remove(&key);
+            }
+        }
+        None if open => {
+            l.open += 1;
+            note_fd(&mut l.missing_fds, l.missing, fd);
+            l.missing += 1;
+        }
+        None => {}
+    }
+    0
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -1276,17 +1788,278 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     }
     let status: u32 = kread(task, off!(task_exit_code)).unwrap_or(0);
     let _ = TRACED.remove(&tgid);
+    // The table is still intact here (files are released after this tracepoint): compare it
+    // with the accounting.
+    let fdt = task_fdt(task).unwrap_or(0);
+    let mut l = VerifyLoop {
+        tgid,
+        open: 0,
+        exact: 0,
+        missing: 0,
+        phantom: 0,
+        wrong: 0,
+        fdt,
+        files: kread(fdt, off!(fdt_fd)).unwrap_or(0),
+        word: 0,
+        word_index: u32::MAX,
+        _pad: 0,
+        missing_fds: [0; VERIFY_LIST],
+        phantom_fds: [0; VERIFY_LIST],
+        wrong_fds: [0; VERIFY_LIST],
+    };
+    let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
+    // SAFETY: the callback only touches `l` and maps.
+    unsafe {
+        bpf_loop(
+            max_fds,
+            verify_step as *mut c_void,
+            addr_of_mut!(l).cast(),
+            0,
+        )
+    };
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut rec) => {
             rec.write(ExitEvent {
                 header: header(event::EXIT, tgid),
                 status,
-                _pad: 0,
+                open: l.open,
+                exact: l.exact,
+                missing: l.missing,
+                phantom: l.phantom,
+                wrong: l.wrong,
+                missing_fds: l.missing_fds,
+                phantom_fds: l.phantom_fds,
+                wrong_fds: l.wrong_fds,
             });
             rec.submit(BPF_RB_FORCE_WAKEUP as u64);
         }
         None => bump(counter::EVENTS_LOST, 1),
     }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// io_uring: requests create and close descriptors without open/close syscalls. A request is
+// seen at submission (in the submitting io_uring_enter, whose user stack is the call site) and
+// at completion (which gives the descriptor).
+
+/// A new io_uring request: closes release at once (like close() at entry); requests that
+/// will create a descriptor are remembered and their call site sent.
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn io_submit(ctx: BtfTracePointContext) -> i32 {
+    let opcode_off = off!(kiocb_opcode);
+    if opcode_off == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !traced(tgid) {
+        return 0;
+    }
+    let req: u64 = ctx.arg(0);
+    let Some(op) = kread::<u8>(req, opcode_off) else {
+        return 0;
+    };
+    let (sys, slot_off) = match op {
+        ioring_op::OPENAT => (syscall::IOURING_OPENAT, off!(open_file_slot)),
+        ioring_op::OPENAT2 => (syscall::IOURING_OPENAT2, off!(open_file_slot)),
+        ioring_op::SOCKET => (syscall::IOURING_SOCKET, off!(socket_file_slot)),
+        ioring_op::ACCEPT => (syscall::IOURING_ACCEPT, off!(accept_file_slot)),
+        ioring_op::PIPE => (syscall::IOURING_PIPE, off!(pipe_file_slot)),
+        ioring_op::FIXED_FD_INSTALL => (syscall::IOURING_FD_INSTALL, 0),
+        ioring_op::CLOSE => (syscall::IOURING_CLOSE, off!(close_file_slot)),
+        _ => return 0,
+    };
+    if sys == syscall::IOURING_PIPE && off!(pipe_fds) == 0 {
+        return 0;
+    }
+    // Requests on fixed-file slots create or close no descriptor.
+    if slot_off != 0 && kread::<u32>(req, slot_off).unwrap_or(1) != 0 {
+        return 0;
+    }
+    if sys == syscall::IOURING_CLOSE {
+        let fd: i32 = kread(req, off!(close_fd)).unwrap_or(-1);
+        if fd < 0 {
+            return 0;
+        }
+        let key = FdKey {
+            tgid,
+            fd: fd as u32,
+        };
+        // io_uring refuses to close a ring's own descriptor.
+        // SAFETY: copy out of a valid map value.
+        let is_ring = OPEN_FDS
+            .get_ptr(&key)
+            .is_some_and(|e| unsafe { (*e).syscall } == syscall::IO_URING_SETUP);
+        if !is_ring {
+            release_fd(tgid, fd as u32, release::IOURING_CLOSE);
+        }
+        return 0;
+    }
+    let seq = next_seq();
+    let tid = pid_tgid as u32;
+    let pending = IoReq {
+        seq,
+        fds_ptr: if sys == syscall::IOURING_PIPE {
+            kread(req, off!(pipe_fds)).unwrap_or(0)
+        } else {
+            0
+        },
+        tgid,
+        tid,
+        syscall: sys,
+        _pad: [0; 3],
+    };
+    if IO_REQS.insert(&req, &pending, 0).is_err() {
+        bump(counter::PENDING_LOST, 1);
+        return 0;
+    }
+    if sys == syscall::IOURING_ACCEPT {
+        // Multishot completions may be posted without their request.
+        let key = [
+            kread::<u64>(req, off!(kiocb_ctx)).unwrap_or(0),
+            kread::<u64>(req, off!(kiocb_user_data)).unwrap_or(0),
+        ];
+        let _ = IO_MULTI.insert(&key, &req, 0);
+    }
+    let (arg, name_src) = match sys {
+        syscall::IOURING_OPENAT | syscall::IOURING_OPENAT2 => (
+            kread::<i32>(req, off!(open_dfd)).unwrap_or(0) as u32 as u64,
+            NameSrc::new(
+                NAME_KSTR,
+                kread::<u64>(req, off!(open_filename))
+                    .and_then(|f| kread::<u64>(f, off!(filename_name)))
+                    .unwrap_or(0),
+                0,
+            ),
+        ),
+        syscall::IOURING_SOCKET => (
+            (kread::<u32>(req, off!(socket_domain)).unwrap_or(0) as u64 & 0xffff)
+                | ((kread::<u32>(req, off!(socket_type)).unwrap_or(0) as u64 & 0xffff) << 16)
+                | ((kread::<u32>(req, off!(socket_protocol)).unwrap_or(0) as u64) << 32),
+            NameSrc::new(NAME_NONE, 0, 0),
+        ),
+        _ => (0, NameSrc::new(NAME_NONE, 0, 0)),
+    };
+    // SAFETY: helpers on the current task; the registers are its user-mode ones.
+    let regs_ptr = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let regs = UserRegs {
+        ip: kread(regs_ptr, regs::IP).unwrap_or(0),
+        sp: kread(regs_ptr, regs::SP).unwrap_or(0),
+        bp: kread(regs_ptr, regs::BP).unwrap_or(0),
+    };
+    let acq = Acquisition {
+        errno: 0,
+        sk: 0,
+        tgid,
+        tid,
+        fd: -1,
+        fd2: -1,
+        sys,
+        i_mode: 0,
+        seq,
+        src_seq: 0,
+        arg,
+        ino: [0, 0],
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        name_src,
+    };
+    send_acquire(&acq, &regs);
+    0
+}
+
+/// A completion: if it belongs to a remembered request, accounts the descriptor it created.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn io_complete(ctx: BtfTracePointContext) -> i32 {
+    if off!(kiocb_opcode) == 0 {
+        return 0;
+    }
+    let ring: u64 = ctx.arg(0);
+    let cqe: u64 = ctx.arg(2);
+    let user_data: u64 = kread(cqe, off!(cqe_user_data)).unwrap_or(0);
+    let mut req: u64 = ctx.arg(1);
+    if req == 0 {
+        // SAFETY: copy out of a valid map value.
+        match unsafe { IO_MULTI.get(&[ring, user_data]) } {
+            Some(r) => req = *r,
+            None => return 0,
+        }
+    }
+    // SAFETY: copy out of a valid map value.
+    let Some(pending) = (unsafe { IO_REQS.get(&req) }).copied() else {
+        return 0;
+    };
+    let res: i32 = kread(cqe, off!(cqe_res)).unwrap_or(-1);
+    let flags: u32 = kread(cqe, off!(cqe_flags)).unwrap_or(0);
+    let more = flags & IORING_CQE_F_MORE != 0;
+    if !more {
+        let _ = IO_REQS.remove(&req);
+        if pending.syscall == syscall::IOURING_ACCEPT {
+            let _ = IO_MULTI.remove(&[ring, user_data]);
+        }
+    }
+    if res < 0 && more {
+        return 0;
+    }
+    // Completions run in the submitting process (its task or its io-wq workers), which share
+    // its descriptor table and memory.
+    let here = (bpf_get_current_pid_tgid() >> 32) as u32 == pending.tgid;
+    let (fd, fd2) = if res < 0 {
+        (res, -1)
+    } else if pending.syscall == syscall::IOURING_PIPE {
+        if here {
+            user_fd_pair(pending.fds_ptr)
+        } else {
+            (-1, -1)
+        }
+    } else {
+        (res, -1)
+    };
+    let fdt = if here { current_fdt().unwrap_or(0) } else { 0 };
+    let (file, file2) = (fd_file(fdt, fd), fd_file(fdt, fd2));
+    let (ino, i_mode) = file_inode(file);
+    let seq = if fd >= 0 { next_seq() } else { 0 };
+    if fd >= 0 {
+        let sk = if i_mode == S_IFSOCK {
+            file_socket(file)
+        } else {
+            0
+        };
+        track_socket(sk, seq, pending.tgid, fd);
+        let mut entry = FdEntry {
+            seq,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            tid: pending.tid,
+            origin_tgid: pending.tgid,
+            syscall: pending.syscall,
+            flags: 0,
+            _pad: 0,
+            sk,
+            file,
+        };
+        account_fd(pending.tgid, fd, &entry, release::REPLACED);
+        entry.sk = 0;
+        entry.file = file2;
+        account_fd(pending.tgid, fd2, &entry, release::REPLACED);
+    }
+    let Some(mut rec) = EVENTS.reserve::<IoCompleteEvent>(0) else {
+        bump(counter::EVENTS_LOST, 1);
+        return 0;
+    };
+    rec.write(IoCompleteEvent {
+        header: header(event::IO_COMPLETE, pending.tgid),
+        seq,
+        submit_seq: pending.seq,
+        ino: [ino, file_inode(file2).0],
+        fd,
+        fd2,
+        i_mode,
+        syscall: pending.syscall,
+        more: more as u32,
+    });
+    rec.submit(wakeup_flags());
     0
 }
 

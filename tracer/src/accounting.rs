@@ -4,7 +4,7 @@
 //! (and so which call site) each came from, and how many each site acquired and released. The
 //! kernel's own map stays the authority: [`Accounting::reconcile`] aligns a process with it.
 use std::{
-    collections::{BTreeMap, HashMap, hash_map::Entry},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry},
     path::PathBuf,
 };
 
@@ -29,8 +29,12 @@ pub struct Acquisition {
     pub kind: Kind,
     pub resource: Resource,
     pub ts_ns: u64,
+    /// For a descriptor received from another process: who sent it.
+    pub from: Option<Sender>,
     /// Held descriptors referring to this acquisition (across processes after fork).
     refs: u32,
+    /// Sent to another process at least once: remembered after its release.
+    passed: bool,
 }
 
 impl Acquisition {
@@ -40,9 +44,21 @@ impl Acquisition {
             kind,
             resource,
             ts_ns,
+            from: None,
             refs: 0,
+            passed: false,
         }
     }
+}
+
+/// The sender of a descriptor passed over a unix socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub pid: u32,
+    /// Its number in the sender.
+    pub fd: u32,
+    /// The sender's acquisition of it, when known.
+    pub key: Option<GroupKey>,
 }
 
 /// A descriptor a process holds.
@@ -51,6 +67,18 @@ pub struct Held {
     pub seq: u64,
     /// Copied from the parent at fork rather than acquired here.
     pub inherited: bool,
+    /// Survived an exec in this process: the program now running never asked for it.
+    pub across_exec: bool,
+}
+
+impl Held {
+    fn acquired(seq: u64) -> Self {
+        Self {
+            seq,
+            inherited: false,
+            across_exec: false,
+        }
+    }
 }
 
 /// Totals of one call site within one process.
@@ -61,12 +89,41 @@ pub struct Counts {
     pub inherited: u64,
 }
 
-/// Acquisitions from one call site that failed because a descriptor limit was reached.
+/// Failed calls from one call site: acquisitions that hit a descriptor limit, or closes of a
+/// descriptor that was not open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LimitHits {
+pub struct Failures {
     pub count: u64,
+    /// Closes of a number this process had already closed (double closes), for EBADF.
+    pub double: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+}
+
+/// The comparison of a process's accounting with its real descriptor table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// Made by the kernel at exit (else from /proc while the process ran).
+    pub at_exit: bool,
+    /// Descriptors open in the table.
+    pub open: u32,
+    /// Open and accounted as what they are.
+    pub exact: u32,
+    /// Open but not accounted, accounted but not open, accounted as another file or kind:
+    /// counts, and the first descriptor numbers.
+    pub missing: u32,
+    pub phantom: u32,
+    pub wrong_kind: u32,
+    pub missing_fds: Vec<u32>,
+    pub phantom_fds: Vec<u32>,
+    pub wrong_kind_fds: Vec<u32>,
+}
+
+impl Verification {
+    /// Every open descriptor accounted, nothing else.
+    pub fn is_exact(&self) -> bool {
+        self.missing == 0 && self.phantom == 0 && self.wrong_kind == 0
+    }
 }
 
 /// A traced process.
@@ -84,8 +141,12 @@ pub struct Process {
     pub ended_ns: Option<u64>,
     pub open: BTreeMap<u32, Held>,
     pub groups: HashMap<GroupKey, Counts>,
-    /// Failed acquisitions by (call site, errno): EMFILE or ENFILE.
-    pub limit_hits: BTreeMap<(GroupKey, u32), LimitHits>,
+    /// Failed calls by (call site, errno): EMFILE or ENFILE acquisitions, EBADF closes.
+    pub failures: BTreeMap<(GroupKey, u32), Failures>,
+    /// Descriptor numbers released and not reused since (to tell double closes).
+    closed: HashSet<u32>,
+    /// Accounting checked against the real table.
+    pub verify: Option<Verification>,
 }
 
 impl Process {
@@ -111,10 +172,16 @@ pub struct Reconciled {
     pub unseen_releases: u64,
 }
 
+/// Most released acquisitions remembered because they were sent to another process.
+const PASSED_MEMORY: usize = 65536;
+
 /// The whole accounting.
 #[derive(Default)]
 pub struct Accounting {
     acqs: HashMap<u64, Acquisition>,
+    /// Released acquisitions that had been sent to another process, oldest first.
+    passed: HashMap<u64, Acquisition>,
+    passed_order: VecDeque<u64>,
     procs: HashMap<u32, Process>,
     /// Processes whose pid was reused while we still reported on them.
     archived: Vec<Process>,
@@ -139,6 +206,11 @@ impl Accounting {
         self.acqs.get(&seq)
     }
 
+    /// An acquisition by id, including released ones that had been sent to another process.
+    pub fn sent(&self, seq: u64) -> Option<&Acquisition> {
+        self.acqs.get(&seq).or_else(|| self.passed.get(&seq))
+    }
+
     /// Records that `pid` acquired `fds` (one, or a pair) in acquisition `seq`.
     pub fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
         let key = acq.key;
@@ -149,13 +221,8 @@ impl Accounting {
             ..Default::default()
         });
         for &fd in fds.iter().filter(|&&fd| fd >= 0) {
-            if let Some(old) = proc.open.insert(
-                fd as u32,
-                Held {
-                    seq,
-                    inherited: false,
-                },
-            ) {
+            proc.closed.remove(&(fd as u32));
+            if let Some(old) = proc.open.insert(fd as u32, Held::acquired(seq)) {
                 replaced.push(old.seq);
             }
             acq.refs += 1;
@@ -173,20 +240,15 @@ impl Accounting {
         let mut acq = acq;
         acq.refs = 1;
         self.acqs.insert(seq, acq);
-        let old = self.process_mut(pid).open.insert(
-            fd,
-            Held {
-                seq,
-                inherited: false,
-            },
-        );
+        let old = self.process_mut(pid).open.insert(fd, Held::acquired(seq));
         if let Some(old) = old {
             self.unref(old.seq);
         }
     }
 
-    /// Records a release; returns whether it matched a held descriptor.
-    pub fn release(&mut self, pid: u32, fd: u32, seq: u64) -> bool {
+    /// Records a release; `passed`: the descriptor had been sent to another process. Returns
+    /// whether it matched a held descriptor.
+    pub fn release(&mut self, pid: u32, fd: u32, seq: u64, passed: bool) -> bool {
         let Some(proc) = self.procs.get_mut(&pid) else {
             self.unmatched_releases += 1;
             return false;
@@ -194,31 +256,38 @@ impl Accounting {
         match proc.open.get(&fd) {
             Some(h) if h.seq == seq => {
                 proc.open.remove(&fd);
+                proc.closed.insert(fd);
             }
             _ => {
                 self.unmatched_releases += 1;
                 return false;
             }
         }
-        if let Some(acq) = self.acqs.get(&seq) {
+        if let Some(acq) = self.acqs.get_mut(&seq) {
             proc.groups.entry(acq.key).or_default().released += 1;
+            acq.passed |= passed;
         }
         self.unref(seq);
         true
     }
 
-    /// Records an acquisition that failed with `errno` (EMFILE, ENFILE) at `key`.
-    pub fn limit_hit(&mut self, pid: u32, key: GroupKey, errno: u32, ts_ns: u64) {
-        let h = self
-            .process_mut(pid)
-            .limit_hits
-            .entry((key, errno))
-            .or_default();
+    /// Records a call at `key` that failed with `errno`: an acquisition on EMFILE or ENFILE,
+    /// or a close of descriptor `fd` on EBADF.
+    pub fn failure(&mut self, pid: u32, key: GroupKey, errno: u32, fd: i32, ts_ns: u64) {
+        let p = self.process_mut(pid);
+        let double = errno == libc::EBADF as u32 && fd >= 0 && p.closed.contains(&(fd as u32));
+        let h = p.failures.entry((key, errno)).or_default();
         if h.count == 0 {
             h.first_ns = ts_ns;
         }
         h.count += 1;
+        h.double += u64::from(double);
         h.last_ns = ts_ns;
+    }
+
+    /// Records the verification of `pid`'s accounting.
+    pub fn verified(&mut self, pid: u32, v: Verification) {
+        self.process_mut(pid).verify = Some(v);
     }
 
     /// Updates the socket description of acquisition `seq` (connect/bind addresses).
@@ -256,6 +325,7 @@ impl Accounting {
                     Held {
                         seq: h.seq,
                         inherited: true,
+                        across_exec: h.across_exec,
                     },
                 );
             }
@@ -277,9 +347,13 @@ impl Accounting {
         );
     }
 
-    /// The process now runs `exe`.
+    /// The process now runs `exe`; the descriptors it still holds survived the exec.
     pub fn exec(&mut self, pid: u32, exe: String) {
         let p = self.process_mut(pid);
+        for h in p.open.values_mut() {
+            h.across_exec = true;
+        }
+        p.closed.clear();
         p.comm = exe
             .rsplit('/')
             .next()
@@ -343,6 +417,7 @@ impl Accounting {
                 Held {
                     seq: e.seq,
                     inherited,
+                    across_exec: false,
                 },
             );
             let c = p.groups.entry(key).or_default();
@@ -371,12 +446,29 @@ impl Accounting {
         }
     }
 
+    /// Marks acquisition `seq` as sent to another process (its sender is remembered after it
+    /// is released).
+    pub fn mark_passed(&mut self, seq: u64) {
+        if let Some(a) = self.acqs.get_mut(&seq) {
+            a.passed = true;
+        }
+    }
+
     fn unref(&mut self, seq: u64) {
         if let Entry::Occupied(mut o) = self.acqs.entry(seq) {
             let a = o.get_mut();
             a.refs = a.refs.saturating_sub(1);
             if a.refs == 0 {
-                o.remove();
+                let a = o.remove();
+                if a.passed {
+                    if self.passed_order.len() >= PASSED_MEMORY
+                        && let Some(old) = self.passed_order.pop_front()
+                    {
+                        self.passed.remove(&old);
+                    }
+                    self.passed_order.push_back(seq);
+                    self.passed.insert(seq, a);
+                }
             }
         }
     }
@@ -405,10 +497,10 @@ mod tests {
         for i in 0..5 {
             a.acquire(1, &[3 + i], 100 + i as u64, acq(7));
         }
-        assert!(a.release(1, 3, 100));
-        assert!(a.release(1, 4, 101));
+        assert!(a.release(1, 3, 100, false));
+        assert!(a.release(1, 4, 101, false));
         // Wrong seq: not ours.
-        assert!(!a.release(1, 5, 999));
+        assert!(!a.release(1, 5, 999, false));
         let p = a.process(1).unwrap();
         assert_eq!(p.open.len(), 3);
         let key = GroupKey {
@@ -436,9 +528,9 @@ mod tests {
         let mut a = Accounting::default();
         a.acquire(1, &[3, 4], 50, acq(1));
         assert_eq!(a.process(1).unwrap().open.len(), 2);
-        a.release(1, 3, 50);
+        a.release(1, 3, 50, false);
         assert!(a.acquisition(50).is_some());
-        a.release(1, 4, 50);
+        a.release(1, 4, 50, false);
         assert!(a.acquisition(50).is_none());
     }
 
@@ -452,15 +544,49 @@ mod tests {
             child.open[&3],
             Held {
                 seq: 10,
-                inherited: true
+                inherited: true,
+                across_exec: false,
             }
         );
         assert_eq!(child.ppid, 1);
-        assert!(a.release(2, 3, 10));
+        assert!(a.release(2, 3, 10, false));
         assert!(a.process(1).unwrap().open.contains_key(&3));
         assert!(a.acquisition(10).is_some());
-        assert!(a.release(1, 3, 10));
+        assert!(a.release(1, 3, 10, false));
         assert!(a.acquisition(10).is_none());
+    }
+
+    #[test]
+    fn exec_marks_survivors_and_double_closes_are_told_apart() {
+        let mut a = Accounting::default();
+        a.acquire(1, &[3], 10, acq(1));
+        a.acquire(1, &[4], 11, acq(1));
+        assert!(a.release(1, 4, 11, false));
+        let close = GroupKey {
+            site: Some(9),
+            syscall: sys::CLOSE,
+        };
+        let ebadf = libc::EBADF as u32;
+        a.failure(1, close, ebadf, 4, 1);
+        a.failure(1, close, ebadf, 77, 2);
+        let f = a.process(1).unwrap().failures[&(close, ebadf)];
+        assert_eq!((f.count, f.double), (2, 1));
+        a.exec(1, "/bin/helper".into());
+        assert!(a.process(1).unwrap().open[&3].across_exec);
+        a.fork(1, 2, 5);
+        assert!(a.process(2).unwrap().open[&3].across_exec);
+    }
+
+    #[test]
+    fn passed_acquisitions_outlive_their_release() {
+        let mut a = Accounting::default();
+        a.acquire(1, &[3], 10, acq(1));
+        a.acquire(1, &[4], 11, acq(2));
+        assert!(a.release(1, 3, 10, true));
+        assert!(a.release(1, 4, 11, false));
+        assert!(a.acquisition(10).is_none());
+        assert_eq!(a.sent(10).map(|s| s.key.site), Some(Some(1)));
+        assert!(a.sent(11).is_none());
     }
 
     #[test]

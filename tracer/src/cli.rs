@@ -92,6 +92,20 @@ pub struct CaptureArgs {
     /// Kernel-to-collector ring buffer size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub ring_mib: u32,
+    /// Check the accounting of processes still running at the end against /proc/PID/fd
+    /// (default; processes that exit are always checked by the kernel at their exit).
+    #[arg(long, overrides_with = "no_verify")]
+    pub verify: bool,
+    /// Skip the /proc check of processes still running at the end.
+    #[arg(long, overrides_with = "verify")]
+    pub no_verify: bool,
+}
+
+impl CaptureArgs {
+    /// Whether to verify processes still running at the end.
+    pub fn verify(&self) -> bool {
+        !self.no_verify
+    }
 }
 
 #[derive(Debug, Args)]

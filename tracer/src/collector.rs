@@ -15,11 +15,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tracer_common::{
-    AcquireEvent, FdEntry, FdKey, MemoKey, ReleaseEvent, SockAddrEvent, syscall as sys,
+    AcquireEvent, ExitEvent, FdEntry, FdKey, IoCompleteEvent, MemoKey, ReleaseEvent, SockAddrEvent,
+    VERIFY_LIST, fd_flag, release as how, syscall as sys,
 };
 
 use crate::{
-    accounting::{Accounting, Acquisition, GroupKey, Reconciled, SiteId},
+    accounting::{Accounting, Acquisition, GroupKey, Reconciled, Sender, SiteId, Verification},
     enrich::{self, Kind, Resource},
     events::{self, Event, c_str},
     memo::Memo,
@@ -66,6 +67,8 @@ pub struct Stats {
     pub mappings_lost: u64,
     /// Acquisitions that failed on a descriptor limit.
     pub limit_hits: u64,
+    /// close() calls on descriptors that were not open.
+    pub bad_closes: u64,
     /// Acquisitions whose call site the kernel recognized from the stack memo.
     pub memo_hits: u64,
     /// Differences repaired by reconciling with the kernel's map.
@@ -83,6 +86,8 @@ pub struct State {
     pub stats: Stats,
     /// Last id given to an adopted descriptor.
     pre_seq: u64,
+    /// io_uring submissions awaiting their completion: the submission's record and call site.
+    io_pending: HashMap<u64, (Box<AcquireEvent>, Option<SiteId>)>,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -142,6 +147,7 @@ impl Collector {
                 acct: Accounting::default(),
                 stats: Stats::default(),
                 pre_seq: 0,
+                io_pending: HashMap::new(),
             },
         })
     }
@@ -230,8 +236,9 @@ impl Collector {
         n
     }
 
-    /// Final drain, then aligns every process still running with the kernel's map.
-    pub fn finish(&mut self) -> Result<Counters> {
+    /// Final drain, then aligns every process still running with the kernel's map and, with
+    /// `verify`, checks that accounting against its descriptor table in /proc.
+    pub fn finish(&mut self, verify: bool) -> Result<Counters> {
         self.drain();
         let live: Vec<u32> = self
             .state
@@ -243,6 +250,9 @@ impl Collector {
             .collect();
         for pid in live {
             self.state.reconcile(pid, false);
+            if verify && let Some(v) = self.state.verify_live(pid) {
+                self.state.acct.verified(pid, v);
+            }
         }
         self.state.stats.mappings_lost = self.state.maps.lost;
         self.state.probes.counters()
@@ -252,7 +262,8 @@ impl Collector {
 impl State {
     fn handle(&mut self, ev: Event<'_>) {
         match ev {
-            Event::Acquire(a, stack) => self.on_acquire(&a, stack),
+            Event::Acquire(a, stack) => self.on_acquire(a, stack),
+            Event::IoComplete(c) => self.on_io_complete(&c),
             Event::Release(r) => self.on_release(&r),
             Event::SockAddr(s) => self.on_sockaddr(&s),
             // After its process exited, a socket's changes are the kernel closing it.
@@ -298,6 +309,7 @@ impl State {
             Event::Exit(x) => {
                 let pid = x.header.tgid;
                 self.acct.exit(pid, x.status, x.header.ts_ns);
+                self.acct.verified(pid, exit_verification(&x));
                 self.reconcile(pid, true);
                 self.unwinder.forget(pid);
                 self.memo.forget(&mut self.probes, pid);
@@ -305,7 +317,7 @@ impl State {
         }
     }
 
-    fn on_acquire(&mut self, a: &AcquireEvent, stack: &[u8]) {
+    fn on_acquire(&mut self, a: Box<AcquireEvent>, stack: &[u8]) {
         let pid = a.header.tgid;
         if self.acct.process(pid).is_none() {
             // First seen here (system-wide): who is it?
@@ -315,42 +327,68 @@ impl State {
             p.ppid = procfs::ppid(pid).unwrap_or(0);
             p.started_ns = a.header.ts_ns;
         }
-        let site = if a.memo_site != 0 {
-            self.stats.memo_hits += 1;
-            Some(a.memo_site - 1)
-        } else if stack.is_empty() {
-            self.stats.stacks_missing += 1;
-            None
-        } else {
-            let unwound = self.unwind(pid, a, stack);
-            if unwound.frames.is_empty() {
-                self.stats.stacks_unmapped += 1;
-                None
-            } else {
-                let site = self.sites.intern(unwound.frames);
-                if let Some(reads) = &unwound.reads {
-                    let key = MemoKey {
-                        tgid: pid,
-                        _pad: 0,
-                        ip: a.regs.ip,
-                        sp: a.regs.sp,
-                        bp: a.regs.bp,
-                    };
-                    self.memo.learn(&mut self.probes, key, reads, stack, site);
-                }
-                Some(site)
-            }
-        };
+        let site = self.site_of(&a, stack);
         let key = GroupKey {
             site,
             syscall: a.syscall,
         };
-        if a.fd < 0 {
-            self.stats.limit_hits += 1;
-            self.acct.limit_hit(pid, key, a.errno, a.header.ts_ns);
+        if a.fd < 0 && a.errno != 0 {
+            if a.errno == libc::EBADF as u32 {
+                self.stats.bad_closes += 1;
+            } else {
+                self.stats.limit_hits += 1;
+            }
+            self.acct
+                .failure(pid, key, a.errno, a.arg as u32 as i32, a.header.ts_ns);
             return;
         }
-        let source = self.acct.acquisition(a.src_seq).cloned();
+        if sys::is_io_uring(a.syscall) && a.fd < 0 {
+            // Submitted: the descriptor comes with the completion.
+            self.io_pending.insert(a.seq, (a, site));
+            return;
+        }
+        self.account(&a, key);
+    }
+
+    /// The call site of an acquisition: recognized by the kernel's memo, or unwound.
+    fn site_of(&mut self, a: &AcquireEvent, stack: &[u8]) -> Option<SiteId> {
+        let pid = a.header.tgid;
+        if a.memo_site != 0 {
+            self.stats.memo_hits += 1;
+            return Some(a.memo_site - 1);
+        }
+        if stack.is_empty() {
+            self.stats.stacks_missing += 1;
+            return None;
+        }
+        let unwound = self.unwind(pid, a, stack);
+        if unwound.frames.is_empty() {
+            self.stats.stacks_unmapped += 1;
+            return None;
+        }
+        let site = self.sites.intern(unwound.frames);
+        if let Some(reads) = &unwound.reads {
+            let key = MemoKey {
+                tgid: pid,
+                _pad: 0,
+                ip: a.regs.ip,
+                sp: a.regs.sp,
+                bp: a.regs.bp,
+            };
+            self.memo.learn(&mut self.probes, key, reads, stack, site);
+        }
+        Some(site)
+    }
+
+    /// Describes and accounts the descriptors of a successful acquisition.
+    fn account(&mut self, a: &AcquireEvent, key: GroupKey) {
+        let pid = a.header.tgid;
+        let received = matches!(a.syscall, sys::RECVMSG | sys::RECVMMSG);
+        let source = if received {
+            self.acct.sent(a.src_seq).cloned()
+        } else {
+            self.acct.acquisition(a.src_seq).cloned()
+        };
         let kind = enrich::kind_of(a)
             .or(source.as_ref().map(|s| s.kind))
             .unwrap_or_else(|| Kind::from_mode(a.i_mode));
@@ -365,16 +403,46 @@ impl State {
             cwd.as_deref(),
             source.as_ref().map(|s| &s.resource),
         );
-        self.acct.acquire(
-            pid,
-            &[a.fd, a.fd2],
-            a.seq,
-            Acquisition::new(key, kind, resource, a.header.ts_ns),
-        );
+        let mut acq = Acquisition::new(key, kind, resource, a.header.ts_ns);
+        if received && a.arg as u32 != 0 {
+            acq.from = Some(Sender {
+                pid: a.arg as u32,
+                fd: (a.arg >> 32) as u32,
+                key: source.map(|s| s.key),
+            });
+        }
+        self.acct.acquire(pid, &[a.fd, a.fd2], a.seq, acq);
+    }
+
+    /// An io_uring request completed: its descriptors are accounted at the submission's site.
+    fn on_io_complete(&mut self, c: &IoCompleteEvent) {
+        let pending = if c.more != 0 {
+            self.io_pending.get(&c.submit_seq).cloned()
+        } else {
+            self.io_pending.remove(&c.submit_seq)
+        };
+        let Some((mut a, site)) = pending else {
+            return;
+        };
+        if c.fd < 0 {
+            return;
+        }
+        a.seq = c.seq;
+        a.fd = c.fd;
+        a.fd2 = c.fd2;
+        a.ino = c.ino;
+        a.i_mode = c.i_mode;
+        a.header.ts_ns = c.header.ts_ns;
+        let key = GroupKey {
+            site,
+            syscall: a.syscall,
+        };
+        self.account(&a, key);
     }
 
     fn on_release(&mut self, r: &ReleaseEvent) {
-        self.acct.release(r.header.tgid, r.fd as u32, r.seq);
+        let passed = r.how & how::PASSED != 0;
+        self.acct.release(r.header.tgid, r.fd as u32, r.seq, passed);
     }
 
     fn on_sockaddr(&mut self, s: &SockAddrEvent) {
@@ -427,6 +495,11 @@ impl State {
                 e.ts_ns,
             )
         });
+        for (_, e) in &entries {
+            if e.flags & fd_flag::PASSED != 0 {
+                self.acct.mark_passed(e.seq);
+            }
+        }
         self.stats.reconciled.unseen_acquisitions += r.unseen_acquisitions;
         self.stats.reconciled.unseen_releases += r.unseen_releases;
         if release && let Ok(mut map) = self.probes.open_fds() {
@@ -457,7 +530,7 @@ impl State {
         let Ok(map) = self.probes.open_fds() else {
             return Vec::new();
         };
-        if lost == 0 {
+        let entries: Vec<(u32, FdEntry)> = if lost == 0 {
             held.into_iter()
                 .filter_map(|fd| map.get(&FdKey { tgid: pid, fd }, 0).ok().map(|e| (fd, e)))
                 .collect()
@@ -467,7 +540,102 @@ impl State {
                 .filter(|(k, _)| k.tgid == pid)
                 .map(|(k, e)| (k.fd, e))
                 .collect()
+        };
+        // Descriptors from outside the traced tree are the kernel's bookkeeping only.
+        entries
+            .into_iter()
+            .filter(|(_, e)| e.flags & fd_flag::FOREIGN == 0)
+            .collect()
+    }
+
+    /// Compares a running process's accounting with its descriptor table in /proc. Numbers
+    /// that change while looking (the process is running) are left out.
+    fn verify_live(&mut self, pid: u32) -> Option<Verification> {
+        let before = procfs::open_fds(pid).ok()?;
+        let accounted: HashMap<u32, FdEntry> = self
+            .probes
+            .open_fds()
+            .ok()?
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, _)| k.tgid == pid)
+            .map(|(k, e)| (k.fd, e))
+            .collect();
+        let after = procfs::open_fds(pid).ok()?;
+        let stable: HashMap<u32, &procfs::OpenFd> = before
+            .iter()
+            .filter(|b| {
+                after
+                    .iter()
+                    .any(|a| a.fd == b.fd && a.ino == b.ino && a.kind == b.kind)
+            })
+            .map(|f| (f.fd, f))
+            .collect();
+        let changed: Vec<u32> = before
+            .iter()
+            .chain(&after)
+            .map(|f| f.fd)
+            .filter(|fd| !stable.contains_key(fd))
+            .collect();
+        let mut v = Verification::default();
+        let note = |list: &mut Vec<u32>, fd: u32| {
+            if list.len() < VERIFY_LIST {
+                list.push(fd);
+            }
+        };
+        let mut fds: Vec<u32> = stable.keys().copied().collect();
+        fds.sort_unstable();
+        for fd in fds {
+            let open = stable[&fd];
+            v.open += 1;
+            match accounted.get(&fd) {
+                None => {
+                    v.missing += 1;
+                    note(&mut v.missing_fds, fd);
+                }
+                Some(e) => {
+                    let kind = self
+                        .acct
+                        .process(pid)
+                        .and_then(|p| p.open.get(&fd))
+                        .filter(|h| h.seq == e.seq)
+                        .and_then(|h| self.acct.acquisition(h.seq))
+                        .map(|a| a.kind);
+                    let foreign = e.flags & fd_flag::FOREIGN != 0;
+                    if !foreign && kind.is_some_and(|k| !procfs::same_kind(k, open.kind)) {
+                        v.wrong_kind += 1;
+                        note(&mut v.wrong_kind_fds, fd);
+                    } else {
+                        v.exact += 1;
+                    }
+                }
+            }
         }
+        let mut phantom: Vec<u32> = accounted
+            .keys()
+            .copied()
+            .filter(|fd| !stable.contains_key(fd) && !changed.contains(fd))
+            .collect();
+        phantom.sort_unstable();
+        v.phantom = phantom.len() as u32;
+        v.phantom_fds = phantom.into_iter().take(VERIFY_LIST).collect();
+        Some(v)
+    }
+}
+
+/// The kernel's exit-time comparison of a process's table with its accounting.
+fn exit_verification(x: &ExitEvent) -> Verification {
+    let list = |fds: &[u32; VERIFY_LIST], n: u32| fds[..(n as usize).min(VERIFY_LIST)].to_vec();
+    Verification {
+        at_exit: true,
+        open: x.open,
+        exact: x.exact,
+        missing: x.missing,
+        phantom: x.phantom,
+        wrong_kind: x.wrong,
+        missing_fds: list(&x.missing_fds, x.missing),
+        phantom_fds: list(&x.phantom_fds, x.phantom),
+        wrong_kind_fds: list(&x.wrong_fds, x.wrong),
     }
 }
 

@@ -25,6 +25,16 @@ pub enum Kind {
     Inotify,
     Memfd,
     Pidfd,
+    IoUring,
+    Fanotify,
+    PerfEvent,
+    Bpf,
+    Userfaultfd,
+    /// A mount or filesystem context (open_tree, fsopen, fsmount, fspick).
+    Mount,
+    Mqueue,
+    Landlock,
+    Secretmem,
     Other,
 }
 
@@ -42,6 +52,15 @@ impl Kind {
             Kind::Inotify => "inotify",
             Kind::Memfd => "memfd",
             Kind::Pidfd => "pidfd",
+            Kind::IoUring => "io_uring",
+            Kind::Fanotify => "fanotify",
+            Kind::PerfEvent => "perf_event",
+            Kind::Bpf => "bpf",
+            Kind::Userfaultfd => "userfaultfd",
+            Kind::Mount => "mount",
+            Kind::Mqueue => "mqueue",
+            Kind::Landlock => "landlock",
+            Kind::Secretmem => "secretmem",
             Kind::Other => "other",
         }
     }
@@ -179,21 +198,67 @@ impl fmt::Display for Resource {
 /// their source's.
 pub fn kind_of(ev: &AcquireEvent) -> Option<Kind> {
     Some(match ev.syscall {
-        sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT => match Kind::from_mode(ev.i_mode) {
+        sys::OPEN
+        | sys::OPENAT
+        | sys::OPENAT2
+        | sys::CREAT
+        | sys::IOURING_OPENAT
+        | sys::IOURING_OPENAT2
+        | sys::OPEN_BY_HANDLE_AT => match Kind::from_mode(ev.i_mode) {
             Kind::Other => Kind::File,
             k => k,
         },
-        sys::SOCKET | sys::SOCKETPAIR | sys::ACCEPT | sys::ACCEPT4 => Kind::Socket,
-        sys::PIPE | sys::PIPE2 => Kind::Pipe,
+        sys::SOCKET
+        | sys::SOCKETPAIR
+        | sys::ACCEPT
+        | sys::ACCEPT4
+        | sys::IOURING_SOCKET
+        | sys::IOURING_ACCEPT => Kind::Socket,
+        sys::PIPE | sys::PIPE2 | sys::IOURING_PIPE => Kind::Pipe,
         sys::EVENTFD | sys::EVENTFD2 => Kind::Eventfd,
         sys::EPOLL_CREATE | sys::EPOLL_CREATE1 => Kind::Epoll,
         sys::TIMERFD_CREATE => Kind::Timerfd,
         sys::SIGNALFD | sys::SIGNALFD4 => Kind::Signalfd,
         sys::INOTIFY_INIT | sys::INOTIFY_INIT1 => Kind::Inotify,
         sys::MEMFD_CREATE => Kind::Memfd,
-        sys::PIDFD_OPEN => Kind::Pidfd,
+        sys::PIDFD_OPEN | sys::CLONE | sys::CLONE3 => Kind::Pidfd,
+        sys::IO_URING_SETUP => Kind::IoUring,
+        sys::FANOTIFY_INIT => Kind::Fanotify,
+        sys::PERF_EVENT_OPEN => Kind::PerfEvent,
+        sys::BPF => Kind::Bpf,
+        sys::USERFAULTFD => Kind::Userfaultfd,
+        sys::OPEN_TREE | sys::OPEN_TREE_ATTR | sys::FSOPEN | sys::FSMOUNT | sys::FSPICK => {
+            Kind::Mount
+        }
+        sys::MQ_OPEN => Kind::Mqueue,
+        sys::LANDLOCK_CREATE_RULESET => Kind::Landlock,
+        sys::MEMFD_SECRET => Kind::Secretmem,
+        // Another process's descriptor, one received over a socket, a fixed file: only the
+        // inode says what it is.
+        sys::PIDFD_GETFD | sys::RECVMSG | sys::RECVMMSG | sys::IOURING_FD_INSTALL
+            if ev.i_mode != 0 =>
+        {
+            Kind::from_mode(ev.i_mode)
+        }
         _ => return None,
     })
+}
+
+/// Name of a bpf() command that creates a descriptor.
+fn bpf_object(cmd: u64) -> &'static str {
+    match cmd {
+        0 => "map",
+        5 => "prog",
+        7 => "pinned object",
+        13 => "prog",
+        14 => "map",
+        17 | 28 | 30 => "link",
+        18 | 19 => "btf",
+        32 => "stats",
+        33 => "iter",
+        36 => "token",
+        _ => "object",
+    }
 }
 
 /// The resource a new descriptor refers to. `cwd` resolves relative paths opened at AT_FDCWD;
@@ -206,7 +271,15 @@ pub fn resource_of(
 ) -> Resource {
     let name = &ev.name[..(ev.name_len as usize).min(NAME_MAX)];
     match ev.syscall {
-        sys::OPEN | sys::OPENAT | sys::OPENAT2 | sys::CREAT => {
+        sys::OPEN
+        | sys::OPENAT
+        | sys::OPENAT2
+        | sys::CREAT
+        | sys::IOURING_OPENAT
+        | sys::IOURING_OPENAT2
+        | sys::OPEN_TREE
+        | sys::OPEN_TREE_ATTR
+        | sys::FSPICK => {
             let raw = String::from_utf8_lossy(c_str(name)).into_owned();
             let dirfd = ev.arg as u32 as i32;
             let path = if raw.starts_with('/') {
@@ -227,7 +300,7 @@ pub fn resource_of(
                 Resource::Path(path)
             }
         }
-        sys::SOCKET | sys::SOCKETPAIR => Resource::Socket(SocketInfo {
+        sys::SOCKET | sys::SOCKETPAIR | sys::IOURING_SOCKET => Resource::Socket(SocketInfo {
             family: ev.arg as u16,
             ty: (ev.arg >> 16) as u16,
             local: None,
@@ -254,11 +327,20 @@ pub fn resource_of(
             info.peer = parse_sockaddr(name);
             Resource::Socket(info)
         }
-        sys::MEMFD_CREATE => Resource::Anon {
+        sys::MEMFD_CREATE | sys::FSOPEN | sys::MQ_OPEN => Resource::Anon {
             kind,
             ino: ev.ino[0],
             name: Some(String::from_utf8_lossy(c_str(name)).into_owned()),
         },
+        sys::BPF => Resource::Anon {
+            kind,
+            ino: 0,
+            name: Some(bpf_object(ev.arg).into()),
+        },
+        // What arrived is what was sent: the sender's description when known.
+        sys::RECVMSG | sys::RECVMMSG | sys::PIDFD_GETFD if source.is_some() => {
+            source.cloned().unwrap_or(Resource::Unknown)
+        }
         sys::PIDFD_OPEN => Resource::Anon {
             kind,
             ino: 0,

@@ -2,8 +2,8 @@
 use anyhow::{Result, anyhow, bail};
 use bytemuck::{Pod, try_pod_read_unaligned};
 use tracer_common::{
-    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, ReleaseEvent, SockAddrEvent,
-    SockStateEvent, event,
+    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, IoCompleteEvent, ReleaseEvent,
+    SockAddrEvent, SockStateEvent, event,
 };
 
 /// One decoded record; `Acquire` borrows its stack copy from the ring.
@@ -14,8 +14,9 @@ pub enum Event<'a> {
     SockAddr(Box<SockAddrEvent>),
     Fork(ForkEvent),
     Exec(Box<ExecEvent>),
-    Exit(ExitEvent),
+    Exit(Box<ExitEvent>),
     SockState(SockStateEvent),
+    IoComplete(IoCompleteEvent),
 }
 
 fn read<T: Pod>(bytes: &[u8]) -> Result<T> {
@@ -47,8 +48,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
         event::SOCKADDR => Event::SockAddr(Box::new(read(bytes)?)),
         event::FORK => Event::Fork(read(bytes)?),
         event::EXEC => Event::Exec(Box::new(read(bytes)?)),
-        event::EXIT => Event::Exit(read(bytes)?),
+        event::EXIT => Event::Exit(Box::new(read(bytes)?)),
         event::SOCK_STATE => Event::SockState(read(bytes)?),
+        event::IO_COMPLETE => Event::IoComplete(read(bytes)?),
         other => bail!("unknown record kind {other}"),
     })
 }

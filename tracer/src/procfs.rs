@@ -131,7 +131,25 @@ pub fn classify(target: &str, ino: u64, sockets: &SocketTable) -> (Kind, Resourc
         "anon_inode:[signalfd]" => return anon(Kind::Signalfd),
         "anon_inode:inotify" => return anon(Kind::Inotify),
         "anon_inode:[pidfd]" => return anon(Kind::Pidfd),
+        "anon_inode:[io_uring]" => return anon(Kind::IoUring),
+        "anon_inode:[fanotify]" => return anon(Kind::Fanotify),
+        "anon_inode:[perf_event]" => return anon(Kind::PerfEvent),
+        "anon_inode:[userfaultfd]" => return anon(Kind::Userfaultfd),
+        "anon_inode:[fscontext]" => return anon(Kind::Mount),
+        "anon_inode:[landlock-ruleset]" => return anon(Kind::Landlock),
+        "anon_inode:bpf-map"
+        | "anon_inode:bpf-prog"
+        | "anon_inode:bpf_link"
+        | "anon_inode:bpf_iter"
+        | "anon_inode:btf"
+        | "anon_inode:[bpf-token]" => {
+            return anon(Kind::Bpf);
+        }
+        "/secretmem (deleted)" => return anon(Kind::Secretmem),
         _ => {}
+    }
+    if bracketed(target, "pidfd:[").is_some() {
+        return anon(Kind::Pidfd);
     }
     if let Some(name) = target.strip_prefix("/memfd:") {
         let name = name.strip_suffix(" (deleted)").unwrap_or(name);
@@ -148,6 +166,14 @@ pub fn classify(target: &str, ino: u64, sockets: &SocketTable) -> (Kind, Resourc
         return (Kind::File, Resource::Path(target.to_string()));
     }
     (Kind::Other, Resource::Path(target.to_string()))
+}
+
+/// Whether a descriptor accounted as `accounted` can be what /proc shows as `seen` (/proc
+/// shows mounts and message queues as paths, and some anonymous objects without a name).
+pub fn same_kind(accounted: Kind, seen: Kind) -> bool {
+    accounted == seen
+        || seen == Kind::Other
+        || (seen == Kind::File && matches!(accounted, Kind::Mount | Kind::Mqueue | Kind::Other))
 }
 
 fn bracketed(target: &str, prefix: &str) -> Option<u64> {

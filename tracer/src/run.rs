@@ -85,7 +85,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     };
     let mut collector = collecting.stop()?;
     let duration = started.elapsed();
-    let counters = collector.finish()?;
+    let counters = collector.finish(args.capture.verify())?;
 
     use std::os::unix::process::ExitStatusExt;
     let exit_code = status
@@ -105,6 +105,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         symbolizer: &mut Symbolizer::default(),
         attached: false,
         live: false,
+        coverage_lost: collector.state.probes.lost_coverage(),
     });
     if let Some(path) = &args.json {
         report::json::write(&report, path)?;

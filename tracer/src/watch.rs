@@ -105,7 +105,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         }
     };
     let mut collector = collecting.stop()?;
-    let counters = collector.finish()?;
+    let counters = collector.finish(args.capture.verify())?;
     let mut report = Report::build(report::Inputs {
         command: command_line(&args),
         exit_code: 0,
@@ -119,6 +119,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         symbolizer: &mut symbolizer,
         attached: !args.pids.is_empty(),
         live: true,
+        coverage_lost: collector.state.probes.lost_coverage(),
     });
     live.conclude(&mut report, started.elapsed().as_secs_f64());
     let why = match end {
@@ -160,6 +161,7 @@ fn snapshot(
             symbolizer,
             attached: !args.pids.is_empty(),
             live: true,
+            coverage_lost: c.state.probes.lost_coverage(),
         })
     });
     let facts = proc_facts(&report);

@@ -42,8 +42,45 @@ pub fn kernel_offsets() -> Result<KernelOffsets> {
         skc_family: off("sock_common", "skc_family")?,
         skc_v6_daddr: off("sock_common", "skc_v6_daddr")?,
         skc_v6_rcv_saddr: off("sock_common", "skc_v6_rcv_saddr")?,
-        _pad: 0,
+        ..io_uring_offsets(&btf).unwrap_or_default()
     })
+}
+
+/// Offsets of the io_uring request structures (private to the kernel, described by its BTF).
+/// `None` when any is missing: io_uring is then not followed (see `tracer doctor`).
+fn io_uring_offsets(btf: &Btf) -> Option<KernelOffsets> {
+    let off = |ty: &str, field: &str| field_offset(btf, ty, field).ok();
+    // Request data lives in the first bytes of `struct io_kiocb` (its `cmd` member).
+    let cmd = off("io_kiocb", "cmd")?;
+    let cqe = off("io_kiocb", "cqe")?;
+    Some(KernelOffsets {
+        kiocb_opcode: off("io_kiocb", "opcode")?,
+        kiocb_ctx: off("io_kiocb", "ctx")?,
+        kiocb_user_data: cqe + off("io_cqe", "user_data")?,
+        open_dfd: cmd + off("io_open", "dfd")?,
+        open_file_slot: cmd + off("io_open", "file_slot")?,
+        open_filename: cmd + off("io_open", "filename")?,
+        filename_name: off("filename", "name")?,
+        accept_file_slot: cmd + off("io_accept", "file_slot")?,
+        socket_domain: cmd + off("io_socket", "domain")?,
+        socket_type: cmd + off("io_socket", "type")?,
+        socket_protocol: cmd + off("io_socket", "protocol")?,
+        socket_file_slot: cmd + off("io_socket", "file_slot")?,
+        close_fd: cmd + off("io_close", "fd")?,
+        close_file_slot: cmd + off("io_close", "file_slot")?,
+        // IORING_OP_PIPE is recent (6.16): without it only pipes through io_uring are missed.
+        pipe_fds: off("io_pipe", "fds").map_or(0, |o| cmd + o),
+        pipe_file_slot: off("io_pipe", "file_slot").map_or(0, |o| cmd + o),
+        cqe_user_data: off("io_uring_cqe", "user_data")?,
+        cqe_res: off("io_uring_cqe", "res")?,
+        cqe_flags: off("io_uring_cqe", "flags")?,
+        ..Default::default()
+    })
+}
+
+/// Whether this kernel's BTF describes io_uring requests well enough to follow them.
+pub fn io_uring_supported(offsets: &KernelOffsets) -> bool {
+    offsets.kiocb_opcode != 0
 }
 
 /// Byte offset of `field` in `struct ty`, looking through anonymous struct and union members.
@@ -114,5 +151,8 @@ mod tests {
         // vm_start/vm_end lead vm_area_struct.
         assert_eq!((off.vma_start, off.vma_end), (0, 8));
         assert!(off.task_files > 0 && off.fdt_open_fds > 0);
+        // This kernel (6.x) describes io_uring: the request data starts the request.
+        assert!(io_uring_supported(&off));
+        assert_eq!((off.cqe_user_data, off.cqe_res, off.cqe_flags), (0, 8, 12));
     }
 }

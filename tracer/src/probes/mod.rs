@@ -67,18 +67,24 @@ pub struct Counters {
     pub stack_unreadable: u64,
     pub inflight_lost: u64,
     pub proc_map_full: u64,
+    pub pending_lost: u64,
 }
 
 impl Counters {
     /// Every way an event or an accounting entry was dropped.
     pub fn lost(&self) -> u64 {
-        self.events_lost + self.fd_map_full + self.inflight_lost + self.proc_map_full
+        self.events_lost
+            + self.fd_map_full
+            + self.inflight_lost
+            + self.proc_map_full
+            + self.pending_lost
     }
 }
 
 /// The loaded and attached programs.
 pub struct Probes {
     ebpf: Ebpf,
+    lost_coverage: Vec<String>,
 }
 
 impl Probes {
@@ -90,8 +96,9 @@ impl Probes {
             Some(path) => cgroup_filter(path)?,
             None => (0, 0),
         };
+        let offsets = btf::kernel_offsets()?;
         let config = Config {
-            offsets: btf::kernel_offsets()?,
+            offsets,
             stack_max: opts.stack_max.min(tracer_common::STACK_MAX as u32),
             wakeup_bytes: ring_bytes / 8,
             system_wide: opts.filter.system_wide.into(),
@@ -152,7 +159,42 @@ impl Probes {
             p.attach(tp)
                 .map_err(|e| anyhow!("attaching to raw tracepoint {tp}: {e}"))?;
         }
-        Ok(Self { ebpf })
+        let mut lost_coverage = Vec::new();
+        if btf::io_uring_supported(&offsets) {
+            for (prog, tp) in [
+                ("io_submit", "io_uring_submit_req"),
+                ("io_complete", "io_uring_complete"),
+            ] {
+                let p: &mut BtfTracePoint = ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
+                    .try_into()?;
+                if let Err(e) = p
+                    .load(tp, &btf)
+                    .map_err(|e| verifier_error(&e))
+                    .and_then(|()| {
+                        p.attach()
+                            .map(drop)
+                            .map_err(|e| format!("attaching to tp_btf/{tp}: {e}"))
+                    })
+                {
+                    lost_coverage.push(format!("io_uring requests are not followed ({e})"));
+                    break;
+                }
+            }
+        } else {
+            lost_coverage
+                .push("io_uring requests are not followed (kernel BTF lacks io_kiocb)".into());
+        }
+        Ok(Self {
+            ebpf,
+            lost_coverage,
+        })
+    }
+
+    /// Acquisition paths this kernel does not let tracer follow (for reports).
+    pub fn lost_coverage(&self) -> &[String] {
+        &self.lost_coverage
     }
 
     /// Adds `tgid` to the in-kernel filter. With `self_too` false only its future children are
@@ -266,6 +308,7 @@ impl Probes {
             stack_unreadable: get(counter::STACK_UNREADABLE)?,
             inflight_lost: get(counter::INFLIGHT_LOST)?,
             proc_map_full: get(counter::PROC_MAP_FULL)?,
+            pending_lost: get(counter::PENDING_LOST)?,
         })
     }
 }

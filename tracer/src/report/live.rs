@@ -474,6 +474,7 @@ mod tests {
             close_wait: 0,
             close_wait_oldest_ms: None,
             growth_per_min: None,
+            passed_from: vec![],
             stack: vec![Frame {
                 address: "0x1".into(),
                 offset: "0x1".into(),
@@ -497,6 +498,7 @@ mod tests {
             duration_ms: 0,
             min_count: 2,
             events: Default::default(),
+            coverage_lost: vec![],
             processes: vec![ProcessReport {
                 pid: 7,
                 ppid: 1,
@@ -509,6 +511,8 @@ mod tests {
                 leaks: vec![group(count, acquired, 500)],
                 pre_existing: Some(vec![]),
                 limit_hits: vec![],
+                bad_closes: vec![],
+                verify: None,
             }],
         }
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use crate::{
-    accounting::{Accounting, Counts, GroupKey, Process, SiteId},
+    accounting::{Accounting, Counts, GroupKey, Process, SiteId, Verification},
     collector::{Sites, Stats},
     enrich::Kind,
     enrich::Resource,
@@ -29,6 +29,9 @@ pub const LEAK_EXIT_CODE: i32 = 99;
 /// Most distinct resources listed per group.
 const MAX_RESOURCES: usize = 1000;
 
+/// Most distinct senders listed per group.
+const MAX_SENDERS: usize = 16;
+
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -40,6 +43,8 @@ pub struct Report {
     pub duration_ms: u64,
     pub min_count: u64,
     pub events: EventTotals,
+    /// Acquisition paths this kernel does not let tracer follow (empty when all are).
+    pub coverage_lost: Vec<String>,
     pub processes: Vec<ProcessReport>,
 }
 
@@ -101,6 +106,67 @@ pub struct ProcessReport {
     pub pre_existing: Option<Vec<PreExisting>>,
     /// Acquisitions that failed because a descriptor limit was reached, by call site.
     pub limit_hits: Vec<LimitHit>,
+    /// close() calls on descriptors that were not open (EBADF), by call site.
+    pub bad_closes: Vec<BadClose>,
+    /// The accounting compared with the process's real descriptor table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
+}
+
+/// close() of a descriptor that was not open, from one call site.
+#[derive(Debug, Serialize)]
+pub struct BadClose {
+    pub count: u64,
+    /// Of those, closes of a number this process had already closed (and not reused).
+    pub double_closes: u64,
+    pub span_ms: u64,
+    pub stack: Vec<Frame>,
+}
+
+/// Result of comparing the accounting with the kernel's descriptor table.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    /// `exit`: by the kernel as the process exited; `proc`: from /proc/PID/fd at the end.
+    pub source: &'static str,
+    /// `exact` or `mismatch`.
+    pub status: &'static str,
+    pub open: u32,
+    pub exact: u32,
+    /// Open but not accounted; accounted but not open; accounted as another file or kind.
+    /// Counts, and the first descriptor numbers of each.
+    pub missing: u32,
+    pub phantom: u32,
+    pub wrong_kind: u32,
+    pub missing_fds: Vec<u32>,
+    pub phantom_fds: Vec<u32>,
+    pub wrong_kind_fds: Vec<u32>,
+}
+
+impl From<&Verification> for VerifyReport {
+    fn from(v: &Verification) -> Self {
+        VerifyReport {
+            source: if v.at_exit { "exit" } else { "proc" },
+            status: if v.is_exact() { "exact" } else { "mismatch" },
+            open: v.open,
+            exact: v.exact,
+            missing: v.missing,
+            phantom: v.phantom,
+            wrong_kind: v.wrong_kind,
+            missing_fds: v.missing_fds.clone(),
+            phantom_fds: v.phantom_fds.clone(),
+            wrong_kind_fds: v.wrong_kind_fds.clone(),
+        }
+    }
+}
+
+/// Who sent descriptors a process received over a unix socket.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PassedFrom {
+    pub pid: u32,
+    /// The sender's innermost own-code frame where it acquired the descriptor, when known.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
 /// A descriptor that was open before tracer attached.
@@ -133,6 +199,16 @@ pub enum Verdict {
     /// Live processes: still growing over consecutive intervals, or old descriptors while more
     /// keep coming (see `tracer --help`).
     Suspect,
+    /// Survived an exec into a program that never asked for them: secrets and sockets leaking
+    /// into spawned programs. Attributed to the stack (in the old program) that opened them.
+    Inherited,
+}
+
+impl Verdict {
+    /// Whether the verdict fails `--fail-on-leak`.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Verdict::Leak | Verdict::Inherited)
+    }
 }
 
 /// Outstanding descriptors from one call site in one process.
@@ -161,6 +237,9 @@ pub struct Group {
     /// Change of `count` per minute while observed (live modes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub growth_per_min: Option<f64>,
+    /// Descriptors received over a unix socket (SCM_RIGHTS): their senders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed_from: Vec<PassedFrom>,
     /// Innermost frame first.
     pub stack: Vec<Frame>,
     /// Identity of the call site across snapshots (syscall, kind, source locations).
@@ -210,6 +289,8 @@ pub struct Inputs<'a> {
     /// Live mode: a process still running has no `leak` verdict (nothing is "open at exit"
     /// yet); the live view marks its growing sites `suspect`.
     pub live: bool,
+    /// Acquisition paths the kernel does not let tracer follow.
+    pub coverage_lost: &'a [String],
 }
 
 impl Report {
@@ -252,15 +333,16 @@ impl Report {
                 drops,
                 stack_memo_hits: input.stats.memo_hits,
             },
+            coverage_lost: input.coverage_lost.to_vec(),
             processes,
         }
     }
 
-    /// Whether any group has a `leak` verdict.
+    /// Whether any group has a verdict that fails `--fail-on-leak` (leak, inherited).
     pub fn has_leak(&self) -> bool {
         self.processes
             .iter()
-            .any(|p| p.leaks.iter().any(|g| g.verdict == Verdict::Leak))
+            .any(|p| p.leaks.iter().any(|g| g.verdict.is_failure()))
     }
 }
 
@@ -274,7 +356,7 @@ fn process_report(
 ) -> ProcessReport {
     let end_ns = p.ended_ns.unwrap_or(input.now_ns);
     // Outstanding descriptors by call site...
-    let mut by_key: BTreeMap<GroupKey, Vec<(u32, u64)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(GroupKey, bool), Vec<(u32, u64)>> = BTreeMap::new();
     let mut pre_existing = Vec::new();
     for (&fd, held) in &p.open {
         let Some(acq) = input.acct.acquisition(held.seq) else {
@@ -287,7 +369,10 @@ fn process_report(
                 resource: acq.resource.to_string(),
             });
         } else if fd >= FIRST_REPORTED_FD {
-            by_key.entry(acq.key).or_default().push((fd, held.seq));
+            by_key
+                .entry((acq.key, held.across_exec))
+                .or_default()
+                .push((fd, held.seq));
         }
     }
     // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
@@ -303,17 +388,21 @@ fn process_report(
         counts: Counts,
         close_wait: u64,
         close_wait_since: u64,
+        across_exec: bool,
+        passed_from: BTreeSet<PassedFrom>,
     }
-    let mut merged: BTreeMap<(u16, Kind, Vec<String>), Merged> = BTreeMap::new();
-    for (key, fds) in by_key {
+    let mut merged: BTreeMap<(u16, Kind, bool, Vec<String>), Merged> = BTreeMap::new();
+    for ((key, across_exec), fds) in by_key {
         let stack = site_stack(key.site, input, stacks);
         let Some(first) = input.acct.acquisition(fds[0].1) else {
             continue;
         };
         let signature = stack.iter().map(source_location).collect();
         let m = merged
-            .entry((key.syscall, first.kind, signature))
+            .entry((key.syscall, first.kind, across_exec, signature))
             .or_insert_with(|| Merged {
+                across_exec,
+                passed_from: BTreeSet::new(),
                 kind: first.kind,
                 syscall: key.syscall,
                 stack,
@@ -329,6 +418,7 @@ fn process_report(
         m.counts.acquired += c.acquired;
         m.counts.released += c.released;
         m.counts.inherited += c.inherited;
+        let mut senders = Vec::new();
         for (fd, seq) in fds {
             let Some(acq) = input.acct.acquisition(seq) else {
                 continue;
@@ -339,6 +429,11 @@ fn process_report(
                 m.resources.insert(acq.resource.to_string());
             }
             m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
+            if let Some(from) = acq.from
+                && m.passed_from.len() < MAX_SENDERS
+            {
+                senders.push(from);
+            }
             if let Resource::Socket(info) = &acq.resource
                 && let Some((CLOSE_WAIT, since)) = info.state
             {
@@ -346,10 +441,23 @@ fn process_report(
                 m.close_wait_since = m.close_wait_since.min(since);
             }
         }
+        for from in senders {
+            let stack = from
+                .key
+                .map(|k| site_stack(k.site, input, stacks))
+                .unwrap_or_default();
+            let own = stack.iter().find(|f| f.own_code);
+            m.passed_from.insert(PassedFrom {
+                pid: from.pid,
+                function: own.and_then(|f| f.function.clone()),
+                file: own.and_then(|f| f.file.clone()),
+                line: own.and_then(|f| f.line),
+            });
+        }
     }
     let mut leaks: Vec<Group> = merged
         .into_iter()
-        .map(|((_, _, signature), mut m)| {
+        .map(|((_, _, _, signature), mut m)| {
             m.fds.sort_unstable();
             let calls = m.seqs.len() as u64;
             Group {
@@ -363,7 +471,9 @@ fn process_report(
                 resources: m.resources.into_iter().collect(),
                 syscall: syscalls::name(m.syscall).to_string(),
                 oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
-                verdict: if calls >= input.min_count && !(input.live && p.exit_status.is_none()) {
+                verdict: if m.across_exec {
+                    Verdict::Inherited
+                } else if calls >= input.min_count && !(input.live && p.exit_status.is_none()) {
                     Verdict::Leak
                 } else {
                     Verdict::Unclosed
@@ -372,17 +482,24 @@ fn process_report(
                 close_wait_oldest_ms: (m.close_wait > 0)
                     .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
                 growth_per_min: None,
+                passed_from: m.passed_from.into_iter().collect(),
                 stack: m.stack,
-                site: format!("{}|{}|{}", m.syscall, m.kind, signature.join("|")),
+                site: format!(
+                    "{}|{}|{}{}",
+                    m.syscall,
+                    m.kind,
+                    if m.across_exec { "exec|" } else { "" },
+                    signature.join("|")
+                ),
             }
         })
         .collect();
-    leaks.sort_by(|a, b| {
-        (b.verdict == Verdict::Leak, b.count).cmp(&(a.verdict == Verdict::Leak, a.count))
-    });
+    leaks.sort_by(|a, b| (b.verdict.is_failure(), b.count).cmp(&(a.verdict.is_failure(), a.count)));
+    let ebadf = libc::EBADF as u32;
     let limit_hits = p
-        .limit_hits
+        .failures
         .iter()
+        .filter(|((_, errno), _)| *errno != ebadf)
         .map(|((key, errno), h)| LimitHit {
             errno: if *errno == libc::ENFILE as u32 {
                 "ENFILE"
@@ -391,6 +508,17 @@ fn process_report(
             },
             count: h.count,
             syscall: syscalls::name(key.syscall).to_string(),
+            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
+            stack: site_stack(key.site, input, stacks),
+        })
+        .collect();
+    let bad_closes = p
+        .failures
+        .iter()
+        .filter(|((_, errno), _)| *errno == ebadf)
+        .map(|((key, _), h)| BadClose {
+            count: h.count,
+            double_closes: h.double,
             span_ms: (h.last_ns - h.first_ns) / 1_000_000,
             stack: site_stack(key.site, input, stacks),
         })
@@ -407,6 +535,8 @@ fn process_report(
         leaks,
         pre_existing: input.attached.then_some(pre_existing),
         limit_hits,
+        bad_closes,
+        verify: p.verify.as_ref().map(VerifyReport::from),
     }
 }
 
@@ -675,6 +805,7 @@ mod tests {
             symbolizer: &mut symbolizer,
             attached: false,
             live: false,
+            coverage_lost: &[],
         })
     }
 

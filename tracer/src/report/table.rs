@@ -76,6 +76,39 @@ pub fn render(report: &Report, opts: Options) -> String {
             d.unseen_releases
         );
     }
+    for c in &report.coverage_lost {
+        let _ = writeln!(out, "  not covered on this kernel: {c}");
+    }
+    let checked: Vec<_> = report
+        .processes
+        .iter()
+        .filter_map(|p| p.verify.as_ref())
+        .collect();
+    if !checked.is_empty() {
+        let (open, exact) = checked
+            .iter()
+            .fold((0, 0), |(o, e), v| (o + v.open, e + v.exact));
+        let bad = checked.iter().filter(|v| v.status != "exact").count();
+        let line = if bad == 0 {
+            paint(
+                "32",
+                &format!(
+                    "accounting: exact ({exact}/{open} descriptors, {} process{})",
+                    checked.len(),
+                    if checked.len() == 1 { "" } else { "es" }
+                ),
+            )
+        } else {
+            paint(
+                "1;31",
+                &format!(
+                    "accounting: MISMATCH in {bad} of {} processes",
+                    checked.len()
+                ),
+            )
+        };
+        let _ = writeln!(out, "{line}");
+    }
     let count = |v: Verdict| -> usize {
         report
             .processes
@@ -83,28 +116,36 @@ pub fn render(report: &Report, opts: Options) -> String {
             .map(|p| p.leaks.iter().filter(|g| g.verdict == v).count())
             .sum()
     };
-    let (leaks, suspects) = (count(Verdict::Leak), count(Verdict::Suspect));
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut findings = Vec::new();
+    for (v, what) in [
+        (Verdict::Leak, "leaking call site"),
+        (Verdict::Inherited, "call site leaking into exec'd programs"),
+        (Verdict::Suspect, "suspect call site"),
+    ] {
+        let n = count(v);
+        if n > 0 {
+            findings.push(format!("{n} {what}{}", plural(n)));
+        }
+    }
     let _ = writeln!(
         out,
         "{}",
-        match (leaks, suspects) {
-            (0, 0) => paint("32", "no leaks"),
-            (l, 0) => paint("1;31", &format!("{l} leaking call site{}", plural(l))),
-            (0, s) => paint("1;31", &format!("{s} suspect call site{}", plural(s))),
-            (l, s) => paint(
-                "1;31",
-                &format!(
-                    "{l} leaking call site{}, {s} suspect{}",
-                    plural(l),
-                    plural(s)
-                )
-            ),
+        if findings.is_empty() {
+            paint("32", "no leaks")
+        } else {
+            paint("1;31", &findings.join(", "))
         }
     );
     for p in &report.processes {
         let pre = p.pre_existing.as_ref().is_some_and(|v| !v.is_empty());
-        if p.leaks.is_empty() && p.limit_hits.is_empty() && !pre {
+        let mismatch = p.verify.as_ref().is_some_and(|v| v.status != "exact");
+        if p.leaks.is_empty()
+            && p.limit_hits.is_empty()
+            && p.bad_closes.is_empty()
+            && !pre
+            && !mismatch
+        {
             continue;
         }
         out.push('\n');
@@ -135,6 +176,54 @@ fn render_process(
         p.open_at_end,
         if p.open_at_end == 1 { "" } else { "s" }
     );
+    if let Some(v) = &p.verify {
+        let line = if v.status == "exact" {
+            format!("  accounting: exact ({}/{})", v.exact, v.open)
+        } else {
+            let mut parts = Vec::new();
+            for (n, fds, what) in [
+                (
+                    v.missing,
+                    &v.missing_fds,
+                    "missing (open, never seen acquired)",
+                ),
+                (v.phantom, &v.phantom_fds, "phantom (accounted, not open)"),
+                (v.wrong_kind, &v.wrong_kind_fds, "wrong kind"),
+            ] {
+                if n > 0 {
+                    parts.push(format!("{n} {what}: fds {}", fd_ranges(fds)));
+                }
+            }
+            paint(
+                "1;31",
+                &format!(
+                    "  accounting: {} of {} exact; {}",
+                    v.exact,
+                    v.open,
+                    parts.join("; ")
+                ),
+            )
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    for b in &p.bad_closes {
+        let at = b
+            .stack
+            .iter()
+            .find(|f| f.own_code)
+            .or(b.stack.first())
+            .map_or_else(|| "(no stack)".to_string(), frame_short);
+        let double = if b.double_closes > 0 {
+            format!(", {} of them double closes", b.double_closes)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {} at {at} (close of a descriptor that was not open{double})",
+            paint("1;33", &format!("EBADF ×{}", b.count)),
+        );
+    }
     for h in &p.limit_hits {
         let at = h
             .stack
@@ -174,6 +263,7 @@ fn render_process(
         .map(|g| Row {
             verdict: match g.verdict {
                 Verdict::Leak => "LEAK".into(),
+                Verdict::Inherited => "INHERITED".into(),
                 Verdict::Suspect => "SUSPECT".into(),
                 Verdict::Unclosed => "unclosed".into(),
             },
@@ -234,6 +324,7 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
     let label = match g.verdict {
         Verdict::Suspect => "suspect",
         Verdict::Leak => "leak",
+        Verdict::Inherited => "inherited across exec",
         Verdict::Unclosed => "close_wait",
     };
     let growth = g
@@ -273,6 +364,16 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
             String::new()
         }
     );
+    for from in &g.passed_from {
+        let at = match (&from.function, &from.file, from.line) {
+            (Some(func), Some(file), Some(line)) => {
+                format!(" at {func} ({}:{line})", short_path(file))
+            }
+            (Some(func), _, _) => format!(" at {func}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "    passed from pid {}{at}", from.pid);
+    }
     let mut folded: Vec<&Frame> = Vec::new();
     let flush = |out: &mut String, folded: &mut Vec<&Frame>| {
         if folded.is_empty() {
