@@ -84,4 +84,5 @@ pub mod gateway;
 pub mod jobs;
 pub mod logs;
 pub mod secrets;
+pub mod uring;
 pub mod workers;

@@ -646,6 +646,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
                 tid,
                 regs: user_regs(regs_ptr),
                 fdt: current_fdt().unwrap_or(0),
+                sys: id as u64,
             };
             let step = if id == syscall::SENDMSG || id == syscall::SENDMMSG {
                 sent_step as *mut c_void
@@ -689,9 +690,8 @@ fn uread<T: Copy>(addr: u64) -> Option<T> {
 
 /// Size of `struct mmsghdr` (a `struct msghdr` and the received length, padded).
 const MMSGHDR_SIZE: u64 = 64;
-/// Offsets in `struct msghdr` of `msg_control` and `msg_controllen`.
+/// Offset in `struct msghdr` of `msg_control` (followed by `msg_controllen`).
 const MSG_CONTROL: u64 = 32;
-const MSG_CONTROLLEN: u64 = 40;
 
 /// Copies the descriptors of the SCM_RIGHTS control messages of `msgs` message headers at user
 /// address `base` (`stride` bytes apart) into RIGHTS_SCRATCH; returns how many (at most
@@ -782,6 +782,8 @@ struct RightsLoop {
     tid: u32,
     regs: UserRegs,
     fdt: u64,
+    /// The receiving syscall.
+    sys: u64,
 }
 
 /// The `i`th collected SCM_RIGHTS descriptor.
@@ -856,7 +858,7 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
         ts_ns,
         tid: l.tid,
         origin_tgid: l.tgid,
-        syscall: syscall::RECVMSG,
+        syscall: l.sys as u16,
         flags: 0,
         _pad: 0,
         sk,
@@ -871,7 +873,7 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
         tid: l.tid,
         fd,
         fd2: -1,
-        sys: syscall::RECVMSG,
+        sys: l.sys as u16,
         i_mode,
         seq,
         src_seq: sender.seq,

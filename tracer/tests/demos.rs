@@ -214,6 +214,7 @@ fn exec_inherit_blames_the_parent_stack_in_the_child() {
     let t = run_demo("exec-inherit", 6);
     assert_eq!(t.leaks().len(), 1, "{}", t.summary());
     let g = t.group_at("load_secret");
+    assert_eq!(g["verdict"], "inherited");
     assert_eq!(g["count"], 6);
     assert_eq!(g["inherited"], 6);
     assert_eq!(g["acquired"], 0);
@@ -370,8 +371,8 @@ fn stress_counts_exactly_across_threads() {
         .collect();
     assert_eq!(sum(&files, "count"), 101, "{}", t.summary());
     let g = t.group_at("leak_one");
-    assert_eq!(g["count"], 101);
-    assert_eq!(g["acquired"], 101);
+    assert_eq!(g["count"], 101, "{}", t.summary());
+    assert_eq!(g["acquired"], 101, "{}", t.summary());
     assert_eq!(g["released"], 0);
     assert_frame(
         g,

@@ -277,7 +277,11 @@ fn build_programs() -> Result<()> {
     let out = programs_dir();
     fs::create_dir_all(&out)?;
     if have("gcc") {
-        for (src, bin) in [("leaky.c", "c-leaky"), ("openclose.c", "openclose")] {
+        for (src, bin) in [
+            ("leaky.c", "c-leaky"),
+            ("openclose.c", "openclose"),
+            ("kinds.c", "c-kinds"),
+        ] {
             run(Command::new("gcc")
                 .args(["-O2", "-g", "-o"])
                 .arg(out.join(bin))

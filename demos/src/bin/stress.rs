@@ -1,7 +1,15 @@
 //! stress: `--threads` threads each open and close a file `--iterations` times while `--leak`
 //! descriptors in total are opened and never closed, spread over the threads. Numbers reused
-//! across threads within microseconds make this a test of exact accounting.
-use std::{fs::File, io, os::fd::IntoRawFd, path::Path};
+//! across threads within microseconds make this a test of exact accounting. With `--handoff`
+//! each thread hands what it opens to the next thread, which closes it: every descriptor is
+//! released by another thread than the one that acquired it (often on another CPU).
+use std::{
+    fs::File,
+    io,
+    os::fd::{FromRawFd, IntoRawFd, RawFd},
+    path::Path,
+    sync::mpsc,
+};
 
 use clap::Parser;
 
@@ -13,6 +21,9 @@ struct Args {
     iterations: usize,
     #[arg(long, default_value_t = 101)]
     leak: usize,
+    /// Close each descriptor in the next thread rather than in the one that opened it.
+    #[arg(long)]
+    handoff: bool,
 }
 
 /// Opens a file and forgets its descriptor.
@@ -43,14 +54,65 @@ fn worker(quota: usize, iterations: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a file for the next thread to close.
+#[inline(never)]
+fn open_for_next(path: &Path) -> io::Result<RawFd> {
+    Ok(File::open(path)?.into_raw_fd())
+}
+
+/// Opens `iterations` files, hands them to the next thread (keeping `quota`), and closes what
+/// the previous thread hands over.
+fn handoff_worker(
+    quota: usize,
+    iterations: usize,
+    next: mpsc::Sender<RawFd>,
+    from_previous: mpsc::Receiver<RawFd>,
+) -> io::Result<()> {
+    let path = Path::new("/dev/null");
+    let every = (iterations / quota.max(1)).max(1);
+    let mut leaked = 0;
+    for i in 0..iterations {
+        if leaked < quota && i % every == 0 {
+            leaked += 1;
+            leak_one(path)?;
+        } else {
+            let _ = next.send(open_for_next(path)?);
+        }
+        while let Ok(fd) = from_previous.try_recv() {
+            // SAFETY: the previous thread gave up this descriptor.
+            drop(unsafe { File::from_raw_fd(fd) });
+        }
+    }
+    drop(next);
+    for fd in from_previous {
+        // SAFETY: as above.
+        drop(unsafe { File::from_raw_fd(fd) });
+    }
+    Ok(())
+}
+
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let threads: Vec<_> = (0..args.threads)
-        .map(|t| {
+    let (senders, mut receivers): (Vec<_>, Vec<_>) =
+        (0..args.threads).map(|_| mpsc::channel::<RawFd>()).unzip();
+    // Thread t sends to thread t + 1: it receives from thread t - 1.
+    receivers.rotate_right(1);
+    let threads: Vec<_> = senders
+        .into_iter()
+        .zip(receivers)
+        .enumerate()
+        .map(|(t, (next, from_previous))| {
             // Spread the leaks: the first `leak % threads` threads leak one more.
             let quota = args.leak / args.threads + usize::from(t < args.leak % args.threads);
             let iterations = args.iterations;
-            std::thread::spawn(move || worker(quota, iterations))
+            let handoff = args.handoff;
+            std::thread::spawn(move || {
+                if handoff {
+                    handoff_worker(quota, iterations, next, from_previous)
+                } else {
+                    worker(quota, iterations)
+                }
+            })
         })
         .collect();
     for t in threads {

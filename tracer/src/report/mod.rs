@@ -346,6 +346,16 @@ impl Report {
     }
 }
 
+/// How the process came to hold a group's descriptors. Copies inherited at fork are the
+/// parent's descriptors (a leak there is reported in the parent); those that survived an exec
+/// leaked into a program that never asked for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Here,
+    Fork,
+    Exec,
+}
+
 /// Descriptors below this are stdin/stdout/stderr: never leaks.
 const FIRST_REPORTED_FD: u32 = 3;
 
@@ -356,7 +366,7 @@ fn process_report(
 ) -> ProcessReport {
     let end_ns = p.ended_ns.unwrap_or(input.now_ns);
     // Outstanding descriptors by call site...
-    let mut by_key: BTreeMap<(GroupKey, bool), Vec<(u32, u64)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(GroupKey, Origin), Vec<(u32, u64)>> = BTreeMap::new();
     let mut pre_existing = Vec::new();
     for (&fd, held) in &p.open {
         let Some(acq) = input.acct.acquisition(held.seq) else {
@@ -369,8 +379,15 @@ fn process_report(
                 resource: acq.resource.to_string(),
             });
         } else if fd >= FIRST_REPORTED_FD {
+            let origin = if held.across_exec {
+                Origin::Exec
+            } else if held.inherited {
+                Origin::Fork
+            } else {
+                Origin::Here
+            };
             by_key
-                .entry((acq.key, held.across_exec))
+                .entry((acq.key, origin))
                 .or_default()
                 .push((fd, held.seq));
         }
@@ -388,20 +405,20 @@ fn process_report(
         counts: Counts,
         close_wait: u64,
         close_wait_since: u64,
-        across_exec: bool,
+        origin: Origin,
         passed_from: BTreeSet<PassedFrom>,
     }
-    let mut merged: BTreeMap<(u16, Kind, bool, Vec<String>), Merged> = BTreeMap::new();
-    for ((key, across_exec), fds) in by_key {
+    let mut merged: BTreeMap<(u16, Kind, Origin, Vec<String>), Merged> = BTreeMap::new();
+    for ((key, origin), fds) in by_key {
         let stack = site_stack(key.site, input, stacks);
         let Some(first) = input.acct.acquisition(fds[0].1) else {
             continue;
         };
         let signature = stack.iter().map(source_location).collect();
         let m = merged
-            .entry((key.syscall, first.kind, across_exec, signature))
+            .entry((key.syscall, first.kind, origin, signature))
             .or_insert_with(|| Merged {
-                across_exec,
+                origin,
                 passed_from: BTreeSet::new(),
                 kind: first.kind,
                 syscall: key.syscall,
@@ -471,9 +488,12 @@ fn process_report(
                 resources: m.resources.into_iter().collect(),
                 syscall: syscalls::name(m.syscall).to_string(),
                 oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
-                verdict: if m.across_exec {
+                verdict: if m.origin == Origin::Exec {
                     Verdict::Inherited
-                } else if calls >= input.min_count && !(input.live && p.exit_status.is_none()) {
+                } else if m.origin == Origin::Here
+                    && calls >= input.min_count
+                    && !(input.live && p.exit_status.is_none())
+                {
                     Verdict::Leak
                 } else {
                     Verdict::Unclosed
@@ -488,7 +508,11 @@ fn process_report(
                     "{}|{}|{}{}",
                     m.syscall,
                     m.kind,
-                    if m.across_exec { "exec|" } else { "" },
+                    match m.origin {
+                        Origin::Here => "",
+                        Origin::Fork => "fork|",
+                        Origin::Exec => "exec|",
+                    },
                     signature.join("|")
                 ),
             }

@@ -296,10 +296,22 @@ fn render_process(
     {
         render_group(out, i + 1, g, paint);
     }
+    let forked = p
+        .leaks
+        .iter()
+        .filter(|g| g.verdict == Verdict::Unclosed && g.acquired == 0 && g.inherited > 0)
+        .count();
+    if forked > 0 {
+        let _ = writeln!(
+            out,
+            "  ({forked} {} of descriptors inherited at fork: the parent's, reported there)",
+            if forked == 1 { "site" } else { "sites" }
+        );
+    }
     let unclosed = p
         .leaks
         .iter()
-        .filter(|g| g.verdict == Verdict::Unclosed)
+        .filter(|g| g.verdict == Verdict::Unclosed && !(g.acquired == 0 && g.inherited > 0))
         .count();
     let sites = if unclosed == 1 { "site" } else { "sites" };
     if unclosed > 0 && p.running {

@@ -115,12 +115,37 @@ impl Traced {
             .collect()
     }
 
-    /// Groups with a `leak` verdict.
+    /// Groups with a verdict that fails `--fail-on-leak` (`leak`, `inherited`).
     pub fn leaks(&self) -> Vec<&Value> {
         self.groups()
             .into_iter()
-            .filter(|g| g["verdict"] == "leak")
+            .filter(|g| g["verdict"] == "leak" || g["verdict"] == "inherited")
             .collect()
+    }
+
+    /// Asserts that the accounting of every process matched its descriptor table exactly
+    /// (checked by the kernel at exit, or from /proc for processes still running).
+    pub fn assert_verified(&self) {
+        for p in self.processes() {
+            let v = &p["verify"];
+            assert!(
+                v.is_object() || p["running"] == true,
+                "pid {} exited without a verification:\n{}",
+                p["pid"],
+                self.summary()
+            );
+            if v.is_object() {
+                assert_eq!(
+                    v["status"],
+                    "exact",
+                    "pid {} {}: accounting does not match the kernel: {v}\n{}",
+                    p["pid"],
+                    p["comm"],
+                    self.summary()
+                );
+                assert_eq!(v["open"], v["exact"], "{v}");
+            }
+        }
     }
 
     /// The one group whose stack has a frame in `function` (fails if none or several).
@@ -158,9 +183,21 @@ impl Traced {
                     .filter(|f| f["own_code"] == true)
                     .map(|f| format!("{}:{}", f["function"], f["line"]))
                     .collect();
+                let top: Vec<String> = g["stack"]
+                    .as_array()
+                    .expect("stack")
+                    .iter()
+                    .take(4)
+                    .map(|f| format!("{}@{}", f["function"], f["module"]))
+                    .collect();
                 s += &format!(
-                    "  {} {} count={} calls={} syscall={} own={own:?}\n",
-                    g["verdict"], g["kind"], g["count"], g["calls"], g["syscall"]
+                    "  {} {} count={} calls={} syscall={} own={own:?} top={top:?} depth={}\n",
+                    g["verdict"],
+                    g["kind"],
+                    g["count"],
+                    g["calls"],
+                    g["syscall"],
+                    g["stack"].as_array().map_or(0, Vec::len)
                 );
             }
         }
@@ -204,7 +241,9 @@ pub fn trace(tracer_args: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>], limit: D
         )
     });
     let report: Value = serde_json::from_str(&text).expect("report is JSON");
-    Traced { report, output }
+    let traced = Traced { report, output };
+    traced.assert_verified();
+    traced
 }
 
 /// Line of the `tracer-demo: leak site` marker (with an optional label) in a source file.
