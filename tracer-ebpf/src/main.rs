@@ -16,6 +16,8 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod doctor;
+
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_xadd},

@@ -77,6 +77,10 @@ pub enum Command {
     /// Run a command (and everything it starts) under tracer; report what it never released.
     #[command(after_help = exit_codes_help())]
     Run(RunArgs),
+    /// Check what this kernel and these privileges allow: each program type tracer could use
+    /// (loaded for real), BTF, tracefs, io_uring tracepoints, and a real trace end to end.
+    /// Exits 0 only if tracing can work.
+    Doctor,
 }
 
 /// Options of the kernel-side capture shared by every mode.

@@ -6,6 +6,7 @@
 mod accounting;
 mod cli;
 mod collector;
+mod doctor;
 mod enrich;
 mod events;
 mod memo;
@@ -43,6 +44,7 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<i32> {
         .build()?;
     match cli.command {
         Some(cli::Command::Run(args)) => runtime.block_on(run::run(args)),
+        Some(cli::Command::Doctor) => doctor::doctor(),
         None => runtime.block_on(watch::watch(cli.watch)),
     }
 }

@@ -193,3 +193,78 @@ fn terminal_report_names_the_leaking_function() {
         "{e}"
     );
 }
+
+#[test]
+fn doctor_loads_each_program_type_and_traces_end_to_end() {
+    require_root();
+    let o = run_with_timeout(Command::new(tracer()).arg("doctor"), LIMIT);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let row = |check: &str| -> String {
+        out.lines()
+            .find(|l| l.trim_start_matches('│').trim_start().starts_with(check))
+            .unwrap_or_else(|| panic!("no {check} row:\n{out}"))
+            .split('│')
+            .nth(2)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    // The must-haves work here; every other type either loads and attaches or says at which
+    // step the kernel refused it.
+    for must in ["privileges", "kernel BTF", "tp_btf", "raw_tp", "maps"] {
+        assert!(row(must).starts_with("ok"), "{must}: {}", row(must));
+    }
+    for optional in [
+        "tracepoint",
+        "fentry",
+        "kprobe",
+        "uprobe",
+        "lsm",
+        "BPF iterator",
+        "io_uring",
+    ] {
+        let r = row(optional);
+        assert!(
+            r.starts_with("ok") || r.starts_with("no: load:") || r.starts_with("no: attach:"),
+            "{optional}: {r}"
+        );
+    }
+    let e2e = row("end to end");
+    assert!(
+        e2e.starts_with("ok") && e2e.contains("accounting exact"),
+        "{e2e}"
+    );
+    assert!(
+        out.trim_end().ends_with("tracer can trace on this machine"),
+        "{out}"
+    );
+}
+
+#[test]
+fn doctor_without_privileges_names_the_missing_must_have() {
+    require_root();
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
+        return;
+    }
+    let o = run_with_timeout(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(tracer())
+            .arg("doctor"),
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let last = out.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tracer cannot trace here: privileges:") && last.contains("sudo"),
+        "{out}"
+    );
+}

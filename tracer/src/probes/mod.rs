@@ -22,6 +22,11 @@ const BPF_NOEXIST: u64 = 1;
 /// The compiled eBPF object (built by build.rs from tracer-ebpf).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
+/// The compiled eBPF object, for loaders other than [`Probes`] (`tracer doctor`).
+pub fn object() -> &'static [u8] {
+    EBPF_OBJECT
+}
+
 /// Tunables of the kernel side.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {

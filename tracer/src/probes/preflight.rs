@@ -1,6 +1,5 @@
-//! Checks that must pass before anything is loaded, each failing with one clear sentence:
-//! privileges, kernel BTF, locked-memory limit. (tracer attaches to raw and BTF tracepoints by
-//! name, so it needs no tracefs.)
+//! The must-haves, checked before anything is loaded, each failing with one clear sentence
+//! (`tracer doctor` shows them all, with what else the kernel allows).
 use std::{fs, path::Path};
 
 use anyhow::{Result, bail};
@@ -9,17 +8,16 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// Runs every check; mounts tracefs when needed.
+/// Oldest kernel with every helper the programs use (bpf_loop, bpf_find_vma: 5.17).
+const MIN_KERNEL: (u32, u32) = (5, 17);
+
+/// Runs every must-have check, failing on the first.
 pub fn check() -> Result<()> {
-    check_privileges()?;
-    if !Path::new(super::btf::VMLINUX_BTF).exists() {
-        bail!(
-            "this kernel has no BTF ({} is missing): tracer needs a kernel built with \
-             CONFIG_DEBUG_INFO_BTF=y (5.15 or newer, as most distributions ship)",
-            super::btf::VMLINUX_BTF
-        );
-    }
-    raise_memlock();
+    let hint = "(`tracer doctor` checks everything)";
+    privileges().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
+    kernel_version().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
+    kernel_btf().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
+    let _ = raise_memlock();
     Ok(())
 }
 
@@ -35,22 +33,95 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
-fn check_privileges() -> Result<()> {
+/// Root, or the capabilities to load tracing programs.
+pub fn privileges() -> Result<String> {
     let caps = effective_caps();
     let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
+    if has(CAP_SYS_ADMIN) {
+        return Ok("CAP_SYS_ADMIN".into());
+    }
+    if has(CAP_BPF) && has(CAP_PERFMON) {
+        return Ok("CAP_BPF, CAP_PERFMON".into());
     }
     bail!("tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo")
 }
 
-/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK.
-fn raise_memlock() {
-    let lim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+/// The running kernel's version, if recent enough.
+pub fn kernel_version() -> Result<String> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < MIN_KERNEL {
+        bail!(
+            "Linux {release} is too old: tracer needs {}.{} or newer (bpf_loop, bpf_find_vma)",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        );
+    }
+    Ok(release.to_string())
+}
+
+/// The kernel describes its types (BTF): needed for tp_btf and field offsets.
+pub fn kernel_btf() -> Result<String> {
+    if !Path::new(super::btf::VMLINUX_BTF).exists() {
+        bail!(
+            "this kernel has no BTF ({} is missing): tracer needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y (as most distributions ship)",
+            super::btf::VMLINUX_BTF
+        );
+    }
+    Ok(super::btf::VMLINUX_BTF.into())
+}
+
+/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK: lift it as far as allowed.
+pub fn raise_memlock() -> Result<String> {
+    let since_5_11 = kernel_version().is_ok_and(|_| true);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads the provided struct. Failure only matters on old kernels, where the
-    // map creation error that follows says what is wrong.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+    // SAFETY: getrlimit/setrlimit read or write the provided struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
+        let want = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) == 0 {
+            return Ok("unlimited".into());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+    }
+    let limit = if lim.rlim_max == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        format!("{} KiB", lim.rlim_max / 1024)
+    };
+    if since_5_11 {
+        // Maps are charged to the memory cgroup instead.
+        return Ok(format!("{limit}; not used for maps on this kernel"));
+    }
+    bail!("limited to {limit}")
+}
+
+/// Where tracefs is mounted, mounting it when it is not (tracer itself does not need it).
+pub fn tracefs() -> Result<String> {
+    let path = "/sys/kernel/tracing";
+    if Path::new(path).join("events").exists() {
+        return Ok(path.into());
+    }
+    let c = std::ffi::CString::new(path)?;
+    let fs = c"tracefs";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let r = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        bail!(
+            "not mounted, and mounting it failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(format!("{path}, mounted now"))
 }
