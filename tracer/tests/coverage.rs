@@ -91,8 +91,11 @@ fn io_uring_fixed_twin_has_no_leak() {
     assert_eq!(t.report["events"]["lost"], 0);
 }
 
-/// `ok <kind> <count> <function>` lines printed by the C program.
-fn kinds_run() -> Option<(common::Traced, BTreeMap<String, (u64, String)>)> {
+/// What the C program says it did: kind -> (descriptors, function), from its `ok` lines.
+type Done = BTreeMap<String, (u64, String)>;
+
+/// Runs the C program of every kind under tracer.
+fn kinds_run() -> Option<(common::Traced, Done)> {
     let bin = program("c-kinds")?;
     let t = trace(&[], &[&bin], LIMIT);
     let stdout = String::from_utf8_lossy(&t.output.stdout).into_owned();

@@ -77,7 +77,8 @@ pub fn kernel_btf() -> Result<String> {
 
 /// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK: lift it as far as allowed.
 pub fn raise_memlock() -> Result<String> {
-    let since_5_11 = kernel_version().is_ok_and(|_| true);
+    // Kernels tracer runs on (5.17+) charge maps to the memory cgroup instead (5.11+).
+    let charged_to_memcg = kernel_version().is_ok();
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -100,8 +101,7 @@ pub fn raise_memlock() -> Result<String> {
     } else {
         format!("{} KiB", lim.rlim_max / 1024)
     };
-    if since_5_11 {
-        // Maps are charged to the memory cgroup instead.
+    if charged_to_memcg {
         return Ok(format!("{limit}; not used for maps on this kernel"));
     }
     bail!("limited to {limit}")

@@ -518,7 +518,7 @@ fn process_report(
             }
         })
         .collect();
-    leaks.sort_by(|a, b| (b.verdict.is_failure(), b.count).cmp(&(a.verdict.is_failure(), a.count)));
+    leaks.sort_by_key(|g| std::cmp::Reverse((g.verdict.is_failure(), g.count)));
     let ebadf = libc::EBADF as u32;
     let limit_hits = p
         .failures
