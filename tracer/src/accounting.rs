@@ -172,6 +172,14 @@ pub struct Reconciled {
     pub unseen_releases: u64,
 }
 
+/// The number of descriptors each process held at one moment (only those that changed since
+/// the previous sample).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub ts_ns: u64,
+    pub counts: Vec<(u32, u32)>,
+}
+
 /// Most released acquisitions remembered because they were sent to another process.
 const PASSED_MEMORY: usize = 65536;
 
@@ -187,6 +195,10 @@ pub struct Accounting {
     archived: Vec<Process>,
     /// Release events for descriptors we did not hold (their acquisition was not seen).
     pub unmatched_releases: u64,
+    /// Descriptor counts over time.
+    pub samples: Vec<Sample>,
+    /// Last sampled count per process.
+    sampled: HashMap<u32, u32>,
 }
 
 impl Accounting {
@@ -428,6 +440,24 @@ impl Accounting {
             }
         }
         out
+    }
+
+    /// Samples the descriptor count of every process whose count changed since the last sample.
+    pub fn sample(&mut self, ts_ns: u64) {
+        let mut counts: Vec<(u32, u32)> = self
+            .procs
+            .values()
+            .map(|p| (p.pid, p.open.len() as u32))
+            .filter(|(pid, n)| self.sampled.get(pid) != Some(n))
+            .collect();
+        if counts.is_empty() {
+            return;
+        }
+        counts.sort_unstable();
+        for &(pid, n) in &counts {
+            self.sampled.insert(pid, n);
+        }
+        self.samples.push(Sample { ts_ns, counts });
     }
 
     /// Every process, archived ones first, then by pid.

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::report::LEAK_EXIT_CODE;
+use crate::report::{Format, LEAK_EXIT_CODE};
 
 /// Finds the file descriptors a Linux program never releases, and the code that created them.
 ///
@@ -112,17 +112,52 @@ impl CaptureArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Write the JSON report to FILE ("-" for standard output).
+/// What the final report looks like and where it goes, and what fails the run.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Format of the report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report to FILE (default: the text report to standard error, other formats to
+    /// standard output).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the JSON report to FILE ("-" for standard output).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Exit with code 99 when a call site has a `leak` verdict.
+    /// Exit with code 99 when a call site has a `leak` or `inherited` verdict (not suppressed,
+    /// not in the baseline).
     #[arg(long)]
     pub fail_on_leak: bool,
     /// Descriptors from one call site still open at exit for a `leak` verdict (fewer: `unclosed`).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_count: u64,
+    /// Only descriptors open for at least SECS at exit make a `leak` (younger: `unclosed`).
+    #[arg(long, value_name = "SECS", value_parser = non_negative_secs)]
+    pub min_age: Option<f64>,
+    /// Known leaks not to fail on (format in the README: match by kind, function, module, file,
+    /// resource globs).
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
+    /// A previous JSON report: only call sites absent from it fail the run.
+    #[arg(long, value_name = "OLD.json")]
+    pub baseline: Option<PathBuf>,
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a number of seconds, got {s:?}")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub out: OutputArgs,
+    /// Also record everything to FILE, for `tracer report` later, anywhere.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Do not print the terminal report.
     #[arg(short, long)]
     pub quiet: bool,
@@ -174,7 +209,7 @@ mod tests {
             panic!("run expected")
         };
         assert_eq!(r.command, ["ls", "-l"]);
-        assert_eq!(r.min_count, 3);
+        assert_eq!(r.out.min_count, 3);
         assert!(Cli::try_parse_from(["tracer", "run", "--min-count", "0", "ls"]).is_err());
     }
 }

@@ -88,10 +88,15 @@ pub struct State {
     pre_seq: u64,
     /// io_uring submissions awaiting their completion: the submission's record and call site.
     io_pending: HashMap<u64, (Box<AcquireEvent>, Option<SiteId>)>,
+    /// When the descriptor counts are sampled next.
+    next_sample_ns: u64,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
 const POLL_MS: i32 = 10;
+
+/// Interval between samples of the descriptor counts (for the timeline).
+const SAMPLE_NS: u64 = 100_000_000;
 
 /// Acquisition ids of descriptors adopted at attach (kernel ids stay far below).
 const PRE_EXISTING_SEQ: u64 = 1 << 63;
@@ -148,6 +153,7 @@ impl Collector {
                 stats: Stats::default(),
                 pre_seq: 0,
                 io_pending: HashMap::new(),
+                next_sample_ns: 0,
             },
         })
     }
@@ -233,6 +239,11 @@ impl Collector {
                 Err(_) => self.state.stats.bad_records += 1,
             }
         }
+        let now = crate::probes::monotonic_ns();
+        if now >= self.state.next_sample_ns {
+            self.state.acct.sample(now);
+            self.state.next_sample_ns = now + SAMPLE_NS;
+        }
         n
     }
 
@@ -308,6 +319,8 @@ impl State {
             Event::Exit(x) if self.acct.process(x.header.tgid).is_none() => {}
             Event::Exit(x) => {
                 let pid = x.header.tgid;
+                // The count just before the process let go of everything.
+                self.acct.sample(x.header.ts_ns);
                 self.acct.exit(pid, x.status, x.header.ts_ns);
                 self.acct.verified(pid, exit_verification(&x));
                 self.reconcile(pid, true);

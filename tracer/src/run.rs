@@ -1,6 +1,6 @@
 //! `tracer run`: start a command with every probe attached and its pid registered before it runs
 //! its first instruction, follow its descendants, and report when it exits.
-use std::{io::IsTerminal, path::PathBuf, time::Instant};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::{
@@ -96,7 +96,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         command: args.command.clone(),
         exit_code,
         duration_ms: duration.as_millis() as u64,
-        min_count: args.min_count,
+        min_count: args.out.min_count,
         now_ns: monotonic_ns(),
         counters,
         stats: collector.state.stats,
@@ -107,17 +107,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         live: false,
         coverage_lost: collector.state.probes.lost_coverage(),
     });
-    if let Some(path) = &args.json {
-        report::json::write(&report, path)?;
-    }
-    if !args.quiet {
-        let color = std::io::stderr().is_terminal();
-        eprint!(
-            "{}",
-            report::table::render(&report, report::table::Options { color })
-        );
-    }
-    Ok(if args.fail_on_leak && report.has_leak() {
+    report::emit(&report, &args.out, args.quiet)?;
+    Ok(if args.out.fail_on_leak && report.has_leak() {
         LEAK_EXIT_CODE
     } else {
         exit_code

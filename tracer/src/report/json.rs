@@ -16,3 +16,10 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
     writeln!(out).context("writing the JSON report")?;
     Ok(())
 }
+
+/// The report as pretty-printed JSON.
+pub fn to_string(report: &Report) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(report).context("encoding the JSON report")?;
+    s.push('\n');
+    Ok(s)
+}

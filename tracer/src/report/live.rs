@@ -475,6 +475,8 @@ mod tests {
             close_wait_oldest_ms: None,
             growth_per_min: None,
             passed_from: vec![],
+            suppressed: None,
+            in_baseline: false,
             stack: vec![Frame {
                 address: "0x1".into(),
                 offset: "0x1".into(),
@@ -499,6 +501,8 @@ mod tests {
             min_count: 2,
             events: Default::default(),
             coverage_lost: vec![],
+            timeline: vec![],
+            unused_suppressions: vec![],
             processes: vec![ProcessReport {
                 pid: 7,
                 ppid: 1,

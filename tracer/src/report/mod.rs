@@ -1,7 +1,12 @@
 //! The report model: one struct, built from the accounting once tracing ends, read by every
 //! renderer. Its serde form is the documented JSON schema (README, "JSON report").
+pub mod folded;
+pub mod github;
+pub mod html;
 pub mod json;
+pub mod junit;
 pub mod live;
+pub mod sarif;
 pub mod table;
 
 use std::{
@@ -10,6 +15,7 @@ use std::{
     sync::Arc,
 };
 
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
@@ -46,6 +52,85 @@ pub struct Report {
     /// Acquisition paths this kernel does not let tracer follow (empty when all are).
     pub coverage_lost: Vec<String>,
     pub processes: Vec<ProcessReport>,
+    /// Descriptors open per process over time (for graphs).
+    pub timeline: Vec<Timeline>,
+    /// Suppressions (`--suppressions`) that matched no call site: stale entries to remove.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unused_suppressions: Vec<String>,
+}
+
+/// The number of descriptors a process held over time.
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    pub pid: u32,
+    pub comm: String,
+    /// `[milliseconds since tracing began, descriptors open]`, at each change (sampled).
+    pub points: Vec<[u64; 2]>,
+}
+
+/// An output format of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The terminal report.
+    Text,
+    /// The JSON report (schema in the README).
+    Json,
+    /// SARIF 2.1.0, for code-scanning tools.
+    Sarif,
+    /// JUnit XML: one test case per traced process.
+    Junit,
+    /// GitHub Actions workflow commands (`::error file=...`).
+    Github,
+    /// Folded stacks (flamegraph.pl, inferno, speedscope), weighted by descriptors.
+    Folded,
+    /// One self-contained HTML page: flame graph, descriptors over time, table.
+    Html,
+}
+
+/// Writes the final report as `out` asks: in its format to its output (`quiet`: no text report
+/// on the terminal), and the JSON report too with `--json`.
+pub fn emit(report: &Report, out: &crate::cli::OutputArgs, quiet: bool) -> Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    if let Some(path) = &out.json {
+        json::write(report, path)?;
+    }
+    match &out.output {
+        Some(path) => {
+            let text = report.render(out.format, false)?;
+            std::fs::write(path, text)
+                .with_context(|| format!("writing the report to {}", path.display()))?;
+        }
+        None if out.format == Format::Text => {
+            if !quiet {
+                let color = std::io::stderr().is_terminal();
+                eprint!("{}", report.render(Format::Text, color)?);
+            }
+        }
+        None => {
+            let text = report.render(out.format, false)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the report to standard output")?;
+        }
+    }
+    Ok(())
+}
+
+impl Report {
+    /// The report in `format`; `color` for the text format on a terminal.
+    pub fn render(&self, format: Format, color: bool) -> Result<String> {
+        Ok(match format {
+            Format::Text => table::render(self, table::Options { color }),
+            Format::Json => json::to_string(self)?,
+            Format::Sarif => sarif::render(self)?,
+            Format::Junit => junit::render(self)?,
+            Format::Github => github::render(self),
+            Format::Folded => folded::render(self),
+            Format::Html => html::render(self)?,
+        })
+    }
 }
 
 /// Event totals; `lost` is 0 unless the kernel dropped something (see `drops`).
@@ -240,6 +325,12 @@ pub struct Group {
     /// Descriptors received over a unix socket (SCM_RIGHTS): their senders.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub passed_from: Vec<PassedFrom>,
+    /// The suppression (`FILE:LINE`) that matched this site: never fails the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
+    /// The site is in the `--baseline` report: a known leak, does not fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_baseline: bool,
     /// Innermost frame first.
     pub stack: Vec<Frame>,
     /// Identity of the call site across snapshots (syscall, kind, source locations).
@@ -248,6 +339,12 @@ pub struct Group {
 }
 
 impl Group {
+    /// Whether this site fails `--fail-on-leak`: a failing verdict, neither suppressed nor in
+    /// the baseline.
+    pub fn fails(&self) -> bool {
+        self.verdict.is_failure() && self.suppressed.is_none() && !self.in_baseline
+    }
+
     /// The innermost frame of the program's own code (the site to look at).
     pub fn own_frame(&self) -> Option<&Frame> {
         self.stack.iter().find(|f| f.own_code)
@@ -334,16 +431,45 @@ impl Report {
                 stack_memo_hits: input.stats.memo_hits,
             },
             coverage_lost: input.coverage_lost.to_vec(),
+            timeline: timeline(input.acct),
             processes,
+            unused_suppressions: Vec::new(),
         }
     }
 
-    /// Whether any group has a verdict that fails `--fail-on-leak` (leak, inherited).
+    /// Whether any site fails `--fail-on-leak` (see [`Group::fails`]).
     pub fn has_leak(&self) -> bool {
         self.processes
             .iter()
-            .any(|p| p.leaks.iter().any(|g| g.verdict.is_failure()))
+            .any(|p| p.leaks.iter().any(Group::fails))
     }
+}
+
+/// Descriptor counts per process over time, from the accounting's samples.
+fn timeline(acct: &Accounting) -> Vec<Timeline> {
+    let Some(start) = acct.samples.first().map(|s| s.ts_ns) else {
+        return Vec::new();
+    };
+    let mut by_pid: BTreeMap<u32, Vec<[u64; 2]>> = BTreeMap::new();
+    for s in &acct.samples {
+        for &(pid, n) in &s.counts {
+            by_pid
+                .entry(pid)
+                .or_default()
+                .push([(s.ts_ns - start) / 1_000_000, u64::from(n)]);
+        }
+    }
+    by_pid
+        .into_iter()
+        .map(|(pid, points)| Timeline {
+            pid,
+            comm: acct
+                .process(pid)
+                .map(|p| p.comm.clone())
+                .unwrap_or_default(),
+            points,
+        })
+        .collect()
 }
 
 /// How the process came to hold a group's descriptors. Copies inherited at fork are the
@@ -503,6 +629,8 @@ fn process_report(
                     .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
                 growth_per_min: None,
                 passed_from: m.passed_from.into_iter().collect(),
+                suppressed: None,
+                in_baseline: false,
                 stack: m.stack,
                 site: format!(
                     "{}|{}|{}{}",

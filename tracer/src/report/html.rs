@@ -1,0 +1,7 @@
+//! html output (being written).
+use super::Report;
+
+/// Renders the report.
+pub fn render(_report: &Report) -> anyhow::Result<String> {
+    anyhow::bail!("HTML output is not implemented yet")
+}
