@@ -3,11 +3,16 @@
 //! Pure bookkeeping (no kernel, no I/O): which descriptors each process holds, which acquisition
 //! (and so which call site) each came from, and how many each site acquired and released. The
 //! kernel's own map stays the authority: [`Accounting::reconcile`] aligns a process with it.
+//!
+//! Every change can be journaled ([`Accounting::journal`]): a record is that journal, and
+//! [`Accounting::apply`] replays it through the same methods, so a report built from a record is
+//! the report the live run built.
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry},
     path::PathBuf,
 };
 
+use serde::{Deserialize, Serialize};
 use tracer_common::FdEntry;
 
 use crate::enrich::{Kind, Resource, SocketInfo};
@@ -16,14 +21,14 @@ use crate::enrich::{Kind, Resource, SocketInfo};
 pub type SiteId = u32;
 
 /// What descriptors are grouped by: the call site, and the syscall for stacks that are missing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey {
     pub site: Option<SiteId>,
     pub syscall: u16,
 }
 
 /// One acquiring syscall (one or two descriptors).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Acquisition {
     pub key: GroupKey,
     pub kind: Kind,
@@ -32,8 +37,10 @@ pub struct Acquisition {
     /// For a descriptor received from another process: who sent it.
     pub from: Option<Sender>,
     /// Held descriptors referring to this acquisition (across processes after fork).
+    #[serde(skip)]
     refs: u32,
     /// Sent to another process at least once: remembered after its release.
+    #[serde(skip)]
     passed: bool,
 }
 
@@ -52,7 +59,7 @@ impl Acquisition {
 }
 
 /// The sender of a descriptor passed over a unix socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sender {
     pub pid: u32,
     /// Its number in the sender.
@@ -101,7 +108,7 @@ pub struct Failures {
 }
 
 /// The comparison of a process's accounting with its real descriptor table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verification {
     /// Made by the kernel at exit (else from /proc while the process ran).
     pub at_exit: bool,
@@ -164,7 +171,7 @@ impl Process {
 }
 
 /// Mismatches found when aligning a process with the kernel's map.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciled {
     /// Descriptors the kernel holds that no event told us about (lost acquire events).
     pub unseen_acquisitions: u64,
@@ -174,10 +181,81 @@ pub struct Reconciled {
 
 /// The number of descriptors each process held at one moment (only those that changed since
 /// the previous sample).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
     pub ts_ns: u64,
     pub counts: Vec<(u32, u32)>,
+}
+
+/// What /proc (or an exec) said about a process; `None` fields are left as they were.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Described {
+    pub ppid: Option<u32>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub cwd: Option<PathBuf>,
+    pub started_ns: Option<u64>,
+}
+
+/// A kernel map entry as reconciliation uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelEntry {
+    pub seq: u64,
+    pub origin_tgid: u32,
+}
+
+/// One change to the accounting, as journaled and replayed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    Describe(u32, Box<Described>),
+    Acquire {
+        pid: u32,
+        fds: Vec<i32>,
+        seq: u64,
+        acq: Box<Acquisition>,
+    },
+    PreExisting {
+        pid: u32,
+        fd: u32,
+        seq: u64,
+        acq: Box<Acquisition>,
+    },
+    Release {
+        pid: u32,
+        fd: u32,
+        seq: u64,
+        passed: bool,
+    },
+    Failure {
+        pid: u32,
+        key: GroupKey,
+        errno: u32,
+        fd: i32,
+        ts_ns: u64,
+    },
+    Verified(u32, Box<Verification>),
+    Socket(u64, Box<SocketInfo>),
+    MarkPassed(u64),
+    Fork {
+        parent: u32,
+        child: u32,
+        ts_ns: u64,
+    },
+    Exec(u32, String),
+    Exit {
+        pid: u32,
+        status: u32,
+        ts_ns: u64,
+    },
+    /// A reconciliation: the kernel's entries, and the acquisitions made for those no event
+    /// described.
+    Reconcile {
+        pid: u32,
+        kernel: Vec<(u32, KernelEntry)>,
+        made: Vec<(u64, Acquisition)>,
+    },
+    Sample(Sample),
 }
 
 /// Most released acquisitions remembered because they were sent to another process.
@@ -199,11 +277,126 @@ pub struct Accounting {
     pub samples: Vec<Sample>,
     /// Last sampled count per process.
     sampled: HashMap<u32, u32>,
+    /// Changes not yet taken by [`Accounting::take_changes`] (journaling on).
+    journal: Option<Vec<Change>>,
 }
 
 impl Accounting {
+    /// Starts journaling every change (for a record).
+    pub fn journal(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes journaled since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn log(&mut self, change: impl FnOnce() -> Change) {
+        if let Some(j) = &mut self.journal {
+            j.push(change());
+        }
+    }
+
+    /// Replays a journaled change.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Describe(pid, d) => self.describe(pid, *d),
+            Change::Acquire { pid, fds, seq, acq } => self.acquire(pid, &fds, seq, *acq),
+            Change::PreExisting { pid, fd, seq, acq } => self.pre_existing(pid, fd, seq, *acq),
+            Change::Release {
+                pid,
+                fd,
+                seq,
+                passed,
+            } => {
+                self.release(pid, fd, seq, passed);
+            }
+            Change::Failure {
+                pid,
+                key,
+                errno,
+                fd,
+                ts_ns,
+            } => self.failure(pid, key, errno, fd, ts_ns),
+            Change::Verified(pid, v) => self.verified(pid, *v),
+            Change::Socket(seq, info) => self.annotate_socket(seq, |i| *i = *info),
+            Change::MarkPassed(seq) => self.mark_passed(seq),
+            Change::Fork {
+                parent,
+                child,
+                ts_ns,
+            } => self.fork(parent, child, ts_ns),
+            Change::Exec(pid, exe) => self.exec(pid, exe),
+            Change::Exit { pid, status, ts_ns } => self.exit(pid, status, ts_ns),
+            Change::Reconcile { pid, kernel, made } => {
+                let entries: Vec<(u32, FdEntry)> = kernel
+                    .iter()
+                    .map(|(fd, k)| {
+                        (
+                            *fd,
+                            FdEntry {
+                                seq: k.seq,
+                                origin_tgid: k.origin_tgid,
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .collect();
+                let made: HashMap<u64, Acquisition> = made.into_iter().collect();
+                self.reconcile(pid, &entries, |e| {
+                    made.get(&e.seq).cloned().unwrap_or_else(|| {
+                        Acquisition::new(
+                            GroupKey {
+                                site: None,
+                                syscall: e.syscall,
+                            },
+                            Kind::Other,
+                            Resource::Unknown,
+                            e.ts_ns,
+                        )
+                    })
+                });
+            }
+            Change::Sample(sample) => {
+                for &(pid, n) in &sample.counts {
+                    self.sampled.insert(pid, n);
+                }
+                self.log(|| Change::Sample(sample.clone()));
+                self.samples.push(sample);
+            }
+        }
+    }
+
+    /// Records what is known of a process's identity.
+    pub fn describe(&mut self, pid: u32, d: Described) {
+        self.log(|| Change::Describe(pid, Box::new(d.clone())));
+        let p = self.process_mut(pid);
+        if let Some(v) = d.ppid {
+            p.ppid = v;
+        }
+        if let Some(v) = d.comm {
+            p.comm = v;
+        }
+        if let Some(v) = d.exe {
+            p.exe = v;
+        }
+        if let Some(v) = d.argv {
+            p.argv = v;
+        }
+        if let Some(v) = d.cwd {
+            p.cwd = Some(v);
+        }
+        if let Some(v) = d.started_ns {
+            p.started_ns = v;
+        }
+    }
+
     /// The process `pid`, created on first use.
-    pub fn process_mut(&mut self, pid: u32) -> &mut Process {
+    fn process_mut(&mut self, pid: u32) -> &mut Process {
         self.procs.entry(pid).or_insert_with(|| Process {
             pid,
             ..Default::default()
@@ -225,6 +418,12 @@ impl Accounting {
 
     /// Records that `pid` acquired `fds` (one, or a pair) in acquisition `seq`.
     pub fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
+        self.log(|| Change::Acquire {
+            pid,
+            fds: fds.to_vec(),
+            seq,
+            acq: Box::new(acq.clone()),
+        });
         let key = acq.key;
         let mut acq = acq;
         let mut replaced = Vec::new();
@@ -249,6 +448,12 @@ impl Accounting {
     /// Records a descriptor that was already open when tracing began (no acquisition seen, so
     /// no call-site counts).
     pub fn pre_existing(&mut self, pid: u32, fd: u32, seq: u64, acq: Acquisition) {
+        self.log(|| Change::PreExisting {
+            pid,
+            fd,
+            seq,
+            acq: Box::new(acq.clone()),
+        });
         let mut acq = acq;
         acq.refs = 1;
         self.acqs.insert(seq, acq);
@@ -261,6 +466,12 @@ impl Accounting {
     /// Records a release; `passed`: the descriptor had been sent to another process. Returns
     /// whether it matched a held descriptor.
     pub fn release(&mut self, pid: u32, fd: u32, seq: u64, passed: bool) -> bool {
+        self.log(|| Change::Release {
+            pid,
+            fd,
+            seq,
+            passed,
+        });
         let Some(proc) = self.procs.get_mut(&pid) else {
             self.unmatched_releases += 1;
             return false;
@@ -286,6 +497,13 @@ impl Accounting {
     /// Records a call at `key` that failed with `errno`: an acquisition on EMFILE or ENFILE,
     /// or a close of descriptor `fd` on EBADF.
     pub fn failure(&mut self, pid: u32, key: GroupKey, errno: u32, fd: i32, ts_ns: u64) {
+        self.log(|| Change::Failure {
+            pid,
+            key,
+            errno,
+            fd,
+            ts_ns,
+        });
         let p = self.process_mut(pid);
         let double = errno == libc::EBADF as u32 && fd >= 0 && p.closed.contains(&(fd as u32));
         let h = p.failures.entry((key, errno)).or_default();
@@ -299,6 +517,7 @@ impl Accounting {
 
     /// Records the verification of `pid`'s accounting.
     pub fn verified(&mut self, pid: u32, v: Verification) {
+        self.log(|| Change::Verified(pid, Box::new(v.clone())));
         self.process_mut(pid).verify = Some(v);
     }
 
@@ -310,11 +529,18 @@ impl Accounting {
         }) = self.acqs.get_mut(&seq)
         {
             f(info);
+            let info = info.clone();
+            self.log(|| Change::Socket(seq, Box::new(info)));
         }
     }
 
     /// A new process: starts with a copy of its parent's descriptors.
     pub fn fork(&mut self, parent: u32, child: u32, ts_ns: u64) {
+        self.log(|| Change::Fork {
+            parent,
+            child,
+            ts_ns,
+        });
         self.retire(child);
         let (held, comm, exe, cwd, argv) = match self.procs.get(&parent) {
             Some(p) => (
@@ -361,6 +587,7 @@ impl Accounting {
 
     /// The process now runs `exe`; the descriptors it still holds survived the exec.
     pub fn exec(&mut self, pid: u32, exe: String) {
+        self.log(|| Change::Exec(pid, exe.clone()));
         let p = self.process_mut(pid);
         for h in p.open.values_mut() {
             h.across_exec = true;
@@ -378,6 +605,7 @@ impl Accounting {
 
     /// The process exited with a raw wait status.
     pub fn exit(&mut self, pid: u32, status: u32, ts_ns: u64) {
+        self.log(|| Change::Exit { pid, status, ts_ns });
         let p = self.process_mut(pid);
         p.exit_status = Some(status);
         p.ended_ns = Some(ts_ns);
@@ -390,6 +618,37 @@ impl Accounting {
         pid: u32,
         kernel: &[(u32, FdEntry)],
         make_unknown: impl Fn(&FdEntry) -> Acquisition,
+    ) -> Reconciled {
+        let mut made = Vec::new();
+        let out = self.reconcile_inner(pid, kernel, |e| {
+            let a = make_unknown(e);
+            made.push((e.seq, a.clone()));
+            a
+        });
+        self.log(|| Change::Reconcile {
+            pid,
+            kernel: kernel
+                .iter()
+                .map(|(fd, e)| {
+                    (
+                        *fd,
+                        KernelEntry {
+                            seq: e.seq,
+                            origin_tgid: e.origin_tgid,
+                        },
+                    )
+                })
+                .collect(),
+            made,
+        });
+        out
+    }
+
+    fn reconcile_inner(
+        &mut self,
+        pid: u32,
+        kernel: &[(u32, FdEntry)],
+        mut make_unknown: impl FnMut(&FdEntry) -> Acquisition,
     ) -> Reconciled {
         let mut out = Reconciled::default();
         let held: Vec<(u32, Held)> = match self.procs.get(&pid) {
@@ -454,10 +713,7 @@ impl Accounting {
             return;
         }
         counts.sort_unstable();
-        for &(pid, n) in &counts {
-            self.sampled.insert(pid, n);
-        }
-        self.samples.push(Sample { ts_ns, counts });
+        self.apply(Change::Sample(Sample { ts_ns, counts }));
     }
 
     /// Every process, archived ones first, then by pid.
@@ -479,6 +735,7 @@ impl Accounting {
     /// Marks acquisition `seq` as sent to another process (its sender is remembered after it
     /// is released).
     pub fn mark_passed(&mut self, seq: u64) {
+        self.log(|| Change::MarkPassed(seq));
         if let Some(a) = self.acqs.get_mut(&seq) {
             a.passed = true;
         }

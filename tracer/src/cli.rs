@@ -77,6 +77,12 @@ pub enum Command {
     /// Run a command (and everything it starts) under tracer; report what it never released.
     #[command(after_help = exit_codes_help())]
     Run(RunArgs),
+    /// Record now, report later (anywhere): a command (`-- CMD`), running processes (`--pid`) or
+    /// the whole system, into a self-contained file for `tracer report`.
+    Record(RecordArgs),
+    /// Report from a record made by `tracer record` or `tracer run --record`, on any machine,
+    /// without root and without the traced binaries.
+    Report(ReportArgs),
     /// Check what this kernel and these privileges allow: each program type tracer could use
     /// (loaded for real), BTF, tracefs, io_uring tracepoints, and a real trace end to end.
     /// Exits 0 only if tracing can work.
@@ -171,6 +177,50 @@ pub struct RunArgs {
         value_name = "CMD"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The record file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE", required = true)]
+    pub output: PathBuf,
+    /// Record this running process (repeat for several); its children are followed.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Record processes with this name (system-wide).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Record processes in this cgroup (v2) and below.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Stop after this many seconds (default: Ctrl-C, SIGTERM, or when the targets exit).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub duration: Option<f64>,
+    /// Stop recording events once the file reaches this size (the report says so).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_size: Option<u64>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// The command to run and record, with its arguments (else --pid, else the system).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        conflicts_with_all = ["pids", "comm", "cgroup"]
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The record to report on.
+    #[arg(value_name = "FILE")]
+    pub record: PathBuf,
+    /// Only these processes (repeat for several).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 fn exit_codes_help() -> String {

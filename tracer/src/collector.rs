@@ -20,13 +20,16 @@ use tracer_common::{
 };
 
 use crate::{
-    accounting::{Accounting, Acquisition, GroupKey, Reconciled, Sender, SiteId, Verification},
+    accounting::{
+        Accounting, Acquisition, Described, GroupKey, Reconciled, Sender, SiteId, Verification,
+    },
     enrich::{self, Kind, Resource},
     events::{self, Event, c_str},
     memo::Memo,
     probes::{Counters, ProbeOptions, Probes},
     procfs,
     procmaps::ProcMaps,
+    record::{Batch, Begin, End, Recorder, Summary},
     unwind::{RawFrame, Unwinder, Unwound},
 };
 
@@ -55,7 +58,7 @@ impl Sites {
 }
 
 /// Collector health figures shown in reports.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Ring records that failed to decode.
     pub bad_records: u64,
@@ -134,6 +137,10 @@ fn lock(c: &Mutex<Collector>) -> MutexGuard<'_, Collector> {
 pub struct Collector {
     ring: RingBuf<MapData>,
     pub state: State,
+    /// Where the accounting's journal goes (`--record`).
+    recorder: Option<Recorder>,
+    /// Call sites already handed to the recorder.
+    sites_sent: usize,
 }
 
 impl Collector {
@@ -143,6 +150,8 @@ impl Collector {
         let ring = probes.take_events()?;
         Ok(Self {
             ring,
+            recorder: None,
+            sites_sent: 0,
             state: State {
                 probes,
                 maps: ProcMaps::new()?,
@@ -199,12 +208,14 @@ impl Collector {
         self.state.probes.trace(pid, true)?;
         let fds = procfs::open_fds(pid)?;
         let acct = &mut self.state.acct;
-        let p = acct.process_mut(pid);
-        p.comm = procfs::comm(pid).unwrap_or_default();
-        p.exe = procfs::exe(pid).unwrap_or_default();
-        p.ppid = procfs::ppid(pid).unwrap_or(0);
-        p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        p.started_ns = crate::probes::monotonic_ns();
+        acct.describe(
+            pid,
+            Described {
+                started_ns: Some(crate::probes::monotonic_ns()),
+                cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+                ..procfs::describe(pid)
+            },
+        );
         let mut adopted = 0;
         for f in fds {
             self.state.pre_seq += 1;
@@ -228,6 +239,42 @@ impl Collector {
         Ok(adopted)
     }
 
+    /// Records everything from now on to `path` (the accounting's journal, symbolized call
+    /// sites, counters), up to `max_bytes`.
+    pub fn record_to(&mut self, path: &Path, max_bytes: Option<u64>, begin: Begin) -> Result<()> {
+        self.recorder = Some(Recorder::start(path, max_bytes, begin)?);
+        self.state.acct.journal();
+        Ok(())
+    }
+
+    /// Hands what changed since the last call to the recorder, if recording.
+    fn record(&mut self, totals: Option<(Counters, Stats)>, end: Option<End>) {
+        let Some(rec) = &self.recorder else { return };
+        let stacks = &self.state.sites.stacks;
+        let sites: Vec<(SiteId, Vec<RawFrame>)> = stacks[self.sites_sent.min(stacks.len())..]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ((self.sites_sent + i) as SiteId, f.clone()))
+            .collect();
+        self.sites_sent = stacks.len();
+        let changes = self.state.acct.take_changes();
+        if changes.is_empty() && sites.is_empty() && totals.is_none() && end.is_none() {
+            return;
+        }
+        rec.send(Batch {
+            changes,
+            sites,
+            totals,
+            end,
+        });
+    }
+
+    /// Closes the record (if recording) with how the run ended.
+    pub fn end_record(&mut self, counters: Counters, end: End) -> Result<Option<Summary>> {
+        self.record(Some((counters, self.state.stats)), Some(end));
+        self.recorder.take().map(Recorder::finish).transpose()
+    }
+
     /// Processes every pending record; returns how many.
     pub fn drain(&mut self) -> usize {
         self.state.maps.poll();
@@ -244,6 +291,7 @@ impl Collector {
             self.state.acct.sample(now);
             self.state.next_sample_ns = now + SAMPLE_NS;
         }
+        self.record(None, None);
         n
     }
 
@@ -266,6 +314,7 @@ impl Collector {
             }
         }
         self.state.stats.mappings_lost = self.state.maps.lost;
+        self.record(None, None);
         self.state.probes.counters()
     }
 }
@@ -305,15 +354,23 @@ impl State {
                     pid,
                     String::from_utf8_lossy(c_str(&e.filename)).into_owned(),
                 );
-                let p = self.acct.process_mut(pid);
-                p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-                if let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) {
-                    p.argv = cmdline
-                        .split(|&b| b == 0)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect();
-                }
+                let argv = fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .map(|cmdline| {
+                        cmdline
+                            .split(|&b| b == 0)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect()
+                    });
+                self.acct.describe(
+                    pid,
+                    Described {
+                        cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+                        argv,
+                        ..Default::default()
+                    },
+                );
             }
             // System-wide, every selected process's exit is reported: only ours matter.
             Event::Exit(x) if self.acct.process(x.header.tgid).is_none() => {}
@@ -334,11 +391,13 @@ impl State {
         let pid = a.header.tgid;
         if self.acct.process(pid).is_none() {
             // First seen here (system-wide): who is it?
-            let p = self.acct.process_mut(pid);
-            p.comm = procfs::comm(pid).unwrap_or_default();
-            p.exe = procfs::exe(pid).unwrap_or_default();
-            p.ppid = procfs::ppid(pid).unwrap_or(0);
-            p.started_ns = a.header.ts_ns;
+            self.acct.describe(
+                pid,
+                Described {
+                    started_ns: Some(a.header.ts_ns),
+                    ..procfs::describe(pid)
+                },
+            );
         }
         let site = self.site_of(&a, stack);
         let key = GroupKey {
@@ -486,11 +545,18 @@ impl State {
     }
 
     fn cwd(&mut self, pid: u32) -> Option<std::path::PathBuf> {
-        let p = self.acct.process_mut(pid);
-        if p.cwd.is_none() {
-            p.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        if let Some(cwd) = self.acct.process(pid).and_then(|p| p.cwd.clone()) {
+            return Some(cwd);
         }
-        p.cwd.clone()
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        self.acct.describe(
+            pid,
+            Described {
+                cwd: cwd.clone(),
+                ..Default::default()
+            },
+        );
+        cwd
     }
 
     /// Aligns `pid` with the kernel's entries for it; `release` also frees those entries (the

@@ -6,13 +6,13 @@ use std::{
     path::Path,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::{AcquireEvent, NAME_MAX, syscall as sys};
 
 use crate::events::c_str;
 
 /// The kind of a descriptor (the JSON `kind` field).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     File,
@@ -85,7 +85,7 @@ impl fmt::Display for Kind {
 }
 
 /// A socket's type, what it is connected or bound to, and its TCP state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketInfo {
     pub family: u16,
     pub ty: u16,
@@ -159,7 +159,7 @@ impl fmt::Display for SocketInfo {
 }
 
 /// What a descriptor refers to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resource {
     Path(String),
     Socket(SocketInfo),

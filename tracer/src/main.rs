@@ -10,9 +10,11 @@ mod doctor;
 mod enrich;
 mod events;
 mod memo;
+mod offline;
 mod probes;
 mod procfs;
 mod procmaps;
+mod record;
 mod report;
 mod run;
 mod symbolize;
@@ -44,6 +46,8 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<i32> {
         .build()?;
     match cli.command {
         Some(cli::Command::Run(args)) => runtime.block_on(run::run(args)),
+        Some(cli::Command::Record(args)) => runtime.block_on(run::record(args)),
+        Some(cli::Command::Report(args)) => offline::report(args),
         Some(cli::Command::Doctor) => doctor::doctor(),
         None => runtime.block_on(watch::watch(cli.watch)),
     }

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::enrich::{Kind, Resource, SocketInfo, tcp_state_name};
+use crate::{
+    accounting::Described,
+    enrich::{Kind, Resource, SocketInfo, tcp_state_name},
+};
 
 /// One open descriptor as `/proc/PID/fd` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +45,16 @@ pub fn exe(pid: u32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.display().to_string())
+}
+
+/// A live process's identity: name, executable, parent.
+pub fn describe(pid: u32) -> Described {
+    Described {
+        ppid: ppid(pid),
+        comm: comm(pid),
+        exe: exe(pid),
+        ..Default::default()
+    }
 }
 
 /// Parent pid.

@@ -1,6 +1,9 @@
 //! `tracer run`: start a command with every probe attached and its pid registered before it runs
 //! its first instruction, follow its descendants, and report when it exits.
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::{
@@ -9,9 +12,10 @@ use tokio::{
 };
 
 use crate::{
-    cli::{CaptureArgs, RunArgs},
+    cli::{CaptureArgs, RecordArgs, RunArgs, WatchArgs},
     collector::Collector,
-    probes::{ProbeOptions, monotonic_ns},
+    probes::{Counters, ProbeOptions, monotonic_ns},
+    record::{Begin, End, Summary},
     report::{self, LEAK_EXIT_CODE, Report},
     symbolize::Symbolizer,
 };
@@ -47,18 +51,43 @@ impl From<&CaptureArgs> for ProbeOptions {
     }
 }
 
-/// Runs `tracer run`; returns tracer's exit code.
-pub async fn run(args: RunArgs) -> Result<i32> {
-    let program = resolve(&args.command[0])?;
-    let mut collector = Collector::new(&ProbeOptions::from(&args.capture))?;
+/// Where to record, and how much at most.
+pub struct RecordTo<'a> {
+    pub path: &'a Path,
+    pub max_bytes: Option<u64>,
+}
+
+/// A command that ran under tracing, and everything its report needs.
+pub struct Finished {
+    pub collector: Collector,
+    pub counters: Counters,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub now_ns: u64,
+    /// What the record holds, when recording.
+    pub recorded: Option<Summary>,
+}
+
+/// Starts `command` with every probe attached and its pid registered before it runs, follows
+/// it until it exits, and closes the record if any.
+pub async fn execute(
+    command: &[String],
+    capture: &CaptureArgs,
+    record: Option<RecordTo<'_>>,
+) -> Result<Finished> {
+    let program = resolve(&command[0])?;
+    let mut collector = Collector::new(&ProbeOptions::from(capture))?;
+    if let Some(r) = &record {
+        collector.record_to(r.path, r.max_bytes, begin(command, false, false))?;
+    }
 
     // Our own children get registered by the kernel at fork, before they exec anything.
     let me = std::process::id();
     collector.state.probes.trace(me, false)?;
     let started = Instant::now();
     let spawned = Command::new(&program)
-        .arg0(&args.command[0])
-        .args(&args.command[1..])
+        .arg0(&command[0])
+        .args(&command[1..])
         .spawn();
     collector.state.probes.untrace(me)?;
     let mut child = spawned.map_err(|e| ExitError {
@@ -84,34 +113,144 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     };
     let mut collector = collecting.stop()?;
-    let duration = started.elapsed();
-    let counters = collector.finish(args.capture.verify())?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let counters = collector.finish(capture.verify())?;
 
     use std::os::unix::process::ExitStatusExt;
     let exit_code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    let report = Report::build(report::Inputs {
-        command: args.command.clone(),
+    let now_ns = monotonic_ns();
+    let end = End {
         exit_code,
-        duration_ms: duration.as_millis() as u64,
-        min_count: args.out.min_count,
-        now_ns: monotonic_ns(),
+        duration_ms,
+        now_ns,
+        coverage_lost: collector.state.probes.lost_coverage().to_vec(),
+    };
+    let recorded = collector.end_record(counters, end)?;
+    Ok(Finished {
+        collector,
         counters,
-        stats: collector.state.stats,
-        acct: &collector.state.acct,
-        sites: &collector.state.sites,
-        symbolizer: &mut Symbolizer::default(),
+        exit_code,
+        duration_ms,
+        now_ns,
+        recorded,
+    })
+}
+
+/// The first entry of a record.
+pub fn begin(command: &[String], attached: bool, live: bool) -> Begin {
+    let uname = host_and_kernel();
+    Begin {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        command: command.to_vec(),
+        started_ns: monotonic_ns(),
+        hostname: uname.0,
+        kernel: uname.1,
+        attached,
+        live,
+    }
+}
+
+/// Host name and kernel release.
+fn host_and_kernel() -> (String, String) {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    (
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/osrelease"),
+    )
+}
+
+/// Says what a finished record holds.
+pub fn print_recorded(path: &Path, s: &Summary) {
+    let dropped = if s.dropped > 0 {
+        format!(
+            " ({} later changes left out: --max-size reached)",
+            s.dropped
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "tracer: recorded {} entries ({} bytes) to {}{dropped}; `tracer report {}` shows them",
+        s.entries,
+        s.bytes,
+        path.display(),
+        path.display()
+    );
+}
+
+/// Runs `tracer record`: a command, running processes or the system, into a record file.
+pub async fn record(args: RecordArgs) -> Result<i32> {
+    let to = RecordTo {
+        path: &args.output,
+        max_bytes: args.max_size.map(|mb| mb << 20),
+    };
+    if args.command.is_empty() {
+        let watch = WatchArgs {
+            pids: args.pids,
+            comm: args.comm,
+            cgroup: args.cgroup,
+            interval: 5.0,
+            duration: args.duration,
+            min_age: 60.0,
+            json: None,
+            on_emfile: None,
+            min_count: 2,
+            capture: args.capture,
+        };
+        return crate::watch::watch_with(watch, Some(to)).await;
+    }
+    let f = execute(&args.command, &args.capture, Some(to)).await?;
+    if let Some(s) = &f.recorded {
+        print_recorded(&args.output, s);
+    }
+    Ok(f.exit_code)
+}
+
+/// Runs `tracer run`; returns tracer's exit code.
+pub async fn run(args: RunArgs) -> Result<i32> {
+    let record = args.record.as_deref().map(|path| RecordTo {
+        path,
+        max_bytes: None,
+    });
+    let f = execute(&args.command, &args.capture, record).await?;
+    if let (Some(path), Some(s)) = (&args.record, &f.recorded) {
+        print_recorded(path, s);
+    }
+    let mut report = Report::build(report::Inputs {
+        command: args.command.clone(),
+        exit_code: f.exit_code,
+        duration_ms: f.duration_ms,
+        min_count: args.out.min_count,
+        now_ns: f.now_ns,
+        counters: f.counters,
+        stats: f.collector.state.stats,
+        acct: &f.collector.state.acct,
+        stacks: report::Stacks::Live {
+            sites: &f.collector.state.sites,
+            symbolizer: &mut Symbolizer::default(),
+        },
         attached: false,
         live: false,
-        coverage_lost: collector.state.probes.lost_coverage(),
+        coverage_lost: f.collector.state.probes.lost_coverage(),
     });
-    report::emit(&report, &args.out, args.quiet)?;
+    report::gate::apply(&mut report, &args.out)?;
+    let text_to = if args.quiet {
+        report::TextTo::Nowhere
+    } else {
+        report::TextTo::Stderr
+    };
+    report::emit(&report, &args.out, text_to)?;
     Ok(if args.out.fail_on_leak && report.has_leak() {
         LEAK_EXIT_CODE
     } else {
-        exit_code
+        f.exit_code
     })
 }
 

@@ -19,7 +19,7 @@ use crate::{
         self, Report,
         live::{LiveOptions, LiveState, ProcFacts},
     },
-    run::ExitError,
+    run::{ExitError, RecordTo},
     symbolize::Symbolizer,
 };
 
@@ -39,6 +39,11 @@ enum End {
 
 /// Runs live mode; returns tracer's exit code.
 pub async fn watch(args: WatchArgs) -> Result<i32> {
+    watch_with(args, None).await
+}
+
+/// Live mode; with `record`, writes a record instead of showing the live view and the report.
+pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result<i32> {
     for &pid in &args.pids {
         procfs::check_pid(pid).map_err(|e| ExitError {
             code: 1,
@@ -54,6 +59,10 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     };
     let mut collector = Collector::new(&opts)?;
     collector.state.probes.exclude(std::process::id())?;
+    if let Some(r) = &record {
+        let begin = crate::run::begin(&command_line(&args), !args.pids.is_empty(), true);
+        collector.record_to(r.path, r.max_bytes, begin)?;
+    }
     let started = Instant::now();
     for &pid in &args.pids {
         collector
@@ -83,6 +92,20 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
             _ = sigterm.recv() => break End::Interrupted,
             _ = sleep_until(deadline) => break End::Duration,
             _ = tick.tick() => {
+                if record.is_some() {
+                    let (procs, running) = collecting.with(|c| {
+                        let all = c.state.acct.processes();
+                        (all.len(), all.iter().filter(|p| p.exit_status.is_none()).count())
+                    });
+                    eprintln!(
+                        "tracer: recording: {procs} processes ({running} running), {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    if !system_wide && running == 0 {
+                        break End::TargetsExited;
+                    }
+                    continue;
+                }
                 let (mut report, facts) = snapshot(&collecting, &args, &mut symbolizer, started);
                 let frame = live.update(&mut report, &facts, started.elapsed().as_secs_f64(), system_wide);
                 let mut out = std::io::stdout().lock();
@@ -106,17 +129,33 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     };
     let mut collector = collecting.stop()?;
     let counters = collector.finish(args.capture.verify())?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let now_ns = monotonic_ns();
+    if let Some(r) = &record {
+        let end = crate::record::End {
+            exit_code: 0,
+            duration_ms,
+            now_ns,
+            coverage_lost: collector.state.probes.lost_coverage().to_vec(),
+        };
+        if let Some(summary) = collector.end_record(counters, end)? {
+            crate::run::print_recorded(r.path, &summary);
+        }
+        return Ok(0);
+    }
     let mut report = Report::build(report::Inputs {
         command: command_line(&args),
         exit_code: 0,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms,
         min_count: args.min_count,
-        now_ns: monotonic_ns(),
+        now_ns,
         counters,
         stats: collector.state.stats,
         acct: &collector.state.acct,
-        sites: &collector.state.sites,
-        symbolizer: &mut symbolizer,
+        stacks: report::Stacks::Live {
+            sites: &collector.state.sites,
+            symbolizer: &mut symbolizer,
+        },
         attached: !args.pids.is_empty(),
         live: true,
         coverage_lost: collector.state.probes.lost_coverage(),
@@ -157,8 +196,10 @@ fn snapshot(
             counters,
             stats: c.state.stats,
             acct: &c.state.acct,
-            sites: &c.state.sites,
-            symbolizer,
+            stacks: report::Stacks::Live {
+                sites: &c.state.sites,
+                symbolizer,
+            },
             attached: !args.pids.is_empty(),
             live: true,
             coverage_lost: c.state.probes.lost_coverage(),

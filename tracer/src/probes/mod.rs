@@ -63,7 +63,7 @@ impl Default for ProbeOptions {
 }
 
 /// Kernel counters summed over CPUs ([`tracer_common::counter`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub acquired: u64,
     pub released: u64,

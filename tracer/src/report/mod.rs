@@ -1,6 +1,7 @@
 //! The report model: one struct, built from the accounting once tracing ends, read by every
 //! renderer. Its serde form is the documented JSON schema (README, "JSON report").
 pub mod folded;
+pub mod gate;
 pub mod github;
 pub mod html;
 pub mod json;
@@ -87,9 +88,19 @@ pub enum Format {
     Html,
 }
 
-/// Writes the final report as `out` asks: in its format to its output (`quiet`: no text report
-/// on the terminal), and the JSON report too with `--json`.
-pub fn emit(report: &Report, out: &crate::cli::OutputArgs, quiet: bool) -> Result<()> {
+/// Where the text report goes when no `--output` is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextTo {
+    /// Standard error (`tracer run`: standard output is the command's).
+    Stderr,
+    Stdout,
+    /// Nowhere (`--quiet`).
+    Nowhere,
+}
+
+/// Writes the final report as `out` asks: in its format to its output, and the JSON report too
+/// with `--json`.
+pub fn emit(report: &Report, out: &crate::cli::OutputArgs, text_to: TextTo) -> Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     if let Some(path) = &out.json {
         json::write(report, path)?;
@@ -100,12 +111,17 @@ pub fn emit(report: &Report, out: &crate::cli::OutputArgs, quiet: bool) -> Resul
             std::fs::write(path, text)
                 .with_context(|| format!("writing the report to {}", path.display()))?;
         }
-        None if out.format == Format::Text => {
-            if !quiet {
+        None if out.format == Format::Text => match text_to {
+            TextTo::Stderr => {
                 let color = std::io::stderr().is_terminal();
                 eprint!("{}", report.render(Format::Text, color)?);
             }
-        }
+            TextTo::Stdout => {
+                let color = std::io::stdout().is_terminal();
+                print!("{}", report.render(Format::Text, color)?);
+            }
+            TextTo::Nowhere => {}
+        },
         None => {
             let text = report.render(out.format, false)?;
             let mut stdout = std::io::stdout().lock();
@@ -352,7 +368,7 @@ impl Group {
 }
 
 /// One stack frame.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Frame {
     /// Address in the process, hex.
     pub address: String,
@@ -378,9 +394,8 @@ pub struct Inputs<'a> {
     pub counters: Counters,
     pub stats: Stats,
     pub acct: &'a Accounting,
-    pub sites: &'a Sites,
-    /// Kept across reports (live modes build one per interval).
-    pub symbolizer: &'a mut Symbolizer,
+    /// The call sites' frames.
+    pub stacks: Stacks<'a>,
     /// Attached to running processes: list what was open before.
     pub attached: bool,
     /// Live mode: a process still running has no `leak` verdict (nothing is "open at exit"
@@ -692,6 +707,30 @@ fn process_report(
     }
 }
 
+/// Where a report gets the frames of its call sites.
+pub enum Stacks<'a> {
+    /// Unwound in this run, symbolized now (the symbolizer is kept across live reports).
+    Live {
+        sites: &'a Sites,
+        symbolizer: &'a mut Symbolizer,
+    },
+    /// Symbolized when they were recorded.
+    Recorded(&'a HashMap<SiteId, Vec<Frame>>),
+}
+
+impl Stacks<'_> {
+    fn frames(&mut self, site: SiteId) -> Vec<Frame> {
+        match self {
+            Stacks::Live { sites, symbolizer } => sites
+                .stacks
+                .get(site as usize)
+                .map(|raw| symbolize_stack(raw, symbolizer))
+                .unwrap_or_default(),
+            Stacks::Recorded(frames) => frames.get(&site).cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// Symbolized frames of a call site (cached per report).
 fn site_stack(
     site: Option<SiteId>,
@@ -703,7 +742,7 @@ fn site_stack(
     };
     stacks
         .entry(s)
-        .or_insert_with(|| symbolize_stack(&input.sites.stacks[s as usize], input.symbolizer))
+        .or_insert_with(|| input.stacks.frames(s))
         .clone()
 }
 
@@ -717,7 +756,7 @@ fn source_location(f: &Frame) -> String {
 }
 
 /// Symbolizes a stack; each address may become several frames through inlining.
-fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Frame> {
+pub fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Frame> {
     let mut by_module: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
     for f in raw {
         if let Some(p) = &f.path {
@@ -899,7 +938,7 @@ mod tests {
 
     fn sample_accounting(leaked: u32, pipes: u32) -> Accounting {
         let mut a = Accounting::default();
-        a.process_mut(10).ended_ns = Some(3_000_000_000);
+        a.describe(10, Default::default());
         for i in 0..leaked {
             a.acquire(
                 10,
@@ -953,8 +992,10 @@ mod tests {
             counters: Counters::default(),
             stats: Stats::default(),
             acct: a,
-            sites: &sites,
-            symbolizer: &mut symbolizer,
+            stacks: Stacks::Live {
+                sites: &sites,
+                symbolizer: &mut symbolizer,
+            },
             attached: false,
             live: false,
             coverage_lost: &[],

@@ -1,0 +1,230 @@
+//! Record now, report later: the record of a real run gives the live run's report on its own
+//! (no root, no traced binaries); cut-short, corrupt and newer records give one clear line.
+mod common;
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use common::{demo, require_root, run_with_timeout, tracer};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `tracer report ARGS` as an unprivileged user (nobody), when setpriv exists.
+fn report_unprivileged(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = if Command::new("setpriv").arg("--help").output().is_ok() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(tracer());
+        c
+    } else {
+        Command::new(tracer())
+    };
+    c.arg("report");
+    for a in args {
+        c.arg(a);
+    }
+    run_with_timeout(&mut c, LIMIT)
+}
+
+/// A directory anyone can read and write (the unprivileged report writes there).
+fn open_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    dir
+}
+
+/// Runs a copy of a demo under `tracer run --record`, then deletes the copy.
+fn record_run(dir: &Path, name: &str, args: &[&str]) -> Output {
+    require_root();
+    let copy = dir.join(name);
+    std::fs::copy(demo(name), &copy).expect("copy the demo");
+    let out = run_with_timeout(
+        Command::new(tracer())
+            .args(["run", "--record"])
+            .arg(dir.join("run.rec"))
+            .arg("--json")
+            .arg(dir.join("live.json"))
+            .arg("-q")
+            .arg("--")
+            .arg(&copy)
+            .args(args),
+        LIMIT,
+    );
+    std::fs::remove_file(&copy).expect("remove the demo copy");
+    std::fs::set_permissions(dir.join("run.rec"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    out
+}
+
+#[test]
+fn report_from_a_record_is_the_live_report_without_root_or_binaries() {
+    let dir = open_dir();
+    let run = record_run(dir.path(), "http-leak", &["--count", "6", "--rate", "0"]);
+    assert!(
+        stderr(&run).contains("tracer: recorded "),
+        "{}",
+        stderr(&run)
+    );
+    let off = dir.path().join("offline.json");
+    let rec = dir.path().join("run.rec");
+    let o = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &off]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "no warning for a complete record");
+    let live: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("live.json")).unwrap())
+            .unwrap();
+    let offline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&off).unwrap()).unwrap();
+    assert!(!live["processes"].as_array().unwrap().is_empty());
+    assert_eq!(
+        live, offline,
+        "the record's report differs from the live one"
+    );
+    // The frames carry their module offsets and the modules' build ids are in the record.
+    let data = std::fs::read(&rec).unwrap();
+    assert!(data.starts_with(b"TRACEREC"));
+
+    // --pid keeps one process; text goes to standard output.
+    let pid = live["processes"][0]["pid"].as_u64().unwrap().to_string();
+    let o = report_unprivileged(&[&rec, &"--pid", &pid]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("pid {pid} ")), "{text}");
+}
+
+#[test]
+fn cut_short_corrupt_and_newer_records_say_what_and_where() {
+    let dir = open_dir();
+    record_run(dir.path(), "file-leak", &["--count", "4", "--rate", "0"]);
+    let data = std::fs::read(dir.path().join("run.rec")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p
+    };
+    // Cut anywhere after the first chunk: the prefix is reported, with one warning line.
+    let first_chunk = 10 + 8 + u32::from_le_bytes(data[10..14].try_into().unwrap()) as usize;
+    for cut in (first_chunk + 1..data.len()).step_by((data.len() / 9).max(1)) {
+        let p = write("cut.rec", &data[..cut]);
+        let o = report_unprivileged(&[&p]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "cut at {cut}: {e}");
+        assert_eq!(e.lines().count(), 1, "cut at {cut}: {e}");
+        assert!(
+            e.contains("warning") && (e.contains("cut short at byte") || e.contains("no end")),
+            "{e}"
+        );
+    }
+    // One line and a failure exit for everything else, never a panic.
+    let mut flipped = data.clone();
+    let mid = first_chunk + (data.len() - first_chunk) / 2;
+    flipped[mid] ^= 0x5a;
+    let mut newer = data.clone();
+    newer[8] = 0xff;
+    newer[9] = 0xff;
+    for (name, bytes, expect) in [
+        ("flipped.rec", flipped, "corrupt chunk at byte"),
+        ("newer.rec", newer, "version 65535 is newer"),
+        (
+            "text.rec",
+            b"hello, this is not a record\n".to_vec(),
+            "not a tracer record",
+        ),
+        ("empty.rec", Vec::new(), "not a tracer record"),
+        ("header.rec", data[..12].to_vec(), "nothing was recorded"),
+    ] {
+        let p = write(name, &bytes);
+        let o = report_unprivileged(&[&p]);
+        let e = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{name}: {e}");
+        assert_eq!(e.lines().count(), 1, "{name}: {e}");
+        assert!(
+            e.starts_with("tracer: ") && e.contains(expect),
+            "{name}: {e}"
+        );
+        assert!(e.contains(name), "{name}: the line names the file: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    let o = report_unprivileged(&[&dir.path().join("missing.rec")]);
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_ne!(o.status.code(), Some(0));
+}
+
+#[test]
+fn record_command_with_a_size_limit_says_where_it_stopped() {
+    require_root();
+    let dir = open_dir();
+    let rec = dir.path().join("big.rec");
+    let o = run_with_timeout(
+        Command::new(tracer())
+            .args(["record", "--max-size", "1", "-o"])
+            .arg(&rec)
+            .arg("--")
+            .arg(demo("stress"))
+            .args(["--threads", "4", "--iterations", "25000", "--leak", "7"]),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("reached --max-size"), "{e}");
+    assert!(e.contains("later changes left out"), "{e}");
+    let size = std::fs::metadata(&rec).unwrap().len();
+    assert!(size <= (1 << 20) + 4096, "{size} bytes");
+    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = report_unprivileged(&[&rec]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("stopped recording at --max-size"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+#[test]
+fn record_attaches_to_a_running_process() {
+    require_root();
+    let dir = open_dir();
+    let rec = dir.path().join("pid.rec");
+    let mut target = Command::new(demo("file-leak"))
+        .args(["--count", "6", "--rate", "4"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let pid = target.id().to_string();
+    let o = run_with_timeout(
+        Command::new(tracer())
+            .args(["record", "-o"])
+            .arg(&rec)
+            .args(["--pid", &pid, "--duration", "30"]),
+        LIMIT,
+    );
+    let _ = target.wait();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let json = dir.path().join("r.json");
+    let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let p = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].to_string() == pid)
+        .expect("the attached process");
+    assert!(p["pre_existing"].is_array(), "{p:#}");
+    assert_eq!(p["verify"]["status"], "exact", "{p:#}");
+}
