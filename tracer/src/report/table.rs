@@ -109,25 +109,7 @@ pub fn render(report: &Report, opts: Options) -> String {
         };
         let _ = writeln!(out, "{line}");
     }
-    let count = |v: Verdict| -> usize {
-        report
-            .processes
-            .iter()
-            .map(|p| p.leaks.iter().filter(|g| g.verdict == v).count())
-            .sum()
-    };
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
-    let mut findings = Vec::new();
-    for (v, what) in [
-        (Verdict::Leak, "leaking call site"),
-        (Verdict::Inherited, "call site leaking into exec'd programs"),
-        (Verdict::Suspect, "suspect call site"),
-    ] {
-        let n = count(v);
-        if n > 0 {
-            findings.push(format!("{n} {what}{}", plural(n)));
-        }
-    }
+    let findings = findings(report);
     let _ = writeln!(
         out,
         "{}",
@@ -152,6 +134,39 @@ pub fn render(report: &Report, opts: Options) -> String {
         render_process(&mut out, p, report.min_count, &paint);
     }
     out
+}
+
+/// The verdict summary: "2 leaking call sites, 1 suspect call site" (empty: no leaks).
+pub fn findings(report: &Report) -> Vec<String> {
+    let count = |v: Verdict| -> usize {
+        report
+            .processes
+            .iter()
+            .map(|p| p.leaks.iter().filter(|g| g.verdict == v).count())
+            .sum()
+    };
+    let mut findings = Vec::new();
+    for (v, what) in [
+        (Verdict::Leak, "leaking call site"),
+        (Verdict::Inherited, "call site leaking into exec'd programs"),
+        (Verdict::Suspect, "suspect call site"),
+    ] {
+        let n = count(v);
+        if n > 0 {
+            findings.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    findings
+}
+
+/// A verdict as the summary table shows it: failures and suspects in capitals.
+pub fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Leak => "LEAK",
+        Verdict::Inherited => "INHERITED",
+        Verdict::Suspect => "SUSPECT",
+        Verdict::Unclosed => "unclosed",
+    }
 }
 
 fn render_process(
@@ -261,12 +276,7 @@ fn render_process(
         .leaks
         .iter()
         .map(|g| Row {
-            verdict: match g.verdict {
-                Verdict::Leak => "LEAK".into(),
-                Verdict::Inherited => "INHERITED".into(),
-                Verdict::Suspect => "SUSPECT".into(),
-                Verdict::Unclosed => "unclosed".into(),
-            },
+            verdict: verdict_label(g.verdict).into(),
             kind: match g.close_wait_oldest_ms {
                 Some(ms) if g.close_wait > 0 => {
                     format!("{} ({} CLOSE_WAIT, {})", g.kind, g.close_wait, age(ms))
