@@ -2,7 +2,8 @@
 //!
 //! `setup` installs what building and testing tracer needs (idempotent: nothing already present
 //! is rebuilt): the nightly toolchain's rust-src, bpf-linker linked against nightly's own LLVM,
-//! gcc and Go (Debian packages) for the C and Go test programs.
+//! gcc and Go (Debian packages) for the C and Go test programs, and chromium (Debian package)
+//! for the HTML report's browser test.
 use std::{
     env,
     ffi::OsStr,
@@ -194,10 +195,14 @@ fn setup() -> Result<()> {
     if !have("go") {
         missing.push("golang-go");
     }
+    if !Path::new("/usr/bin/chromium").is_file() {
+        missing.push("chromium");
+    }
     if !missing.is_empty() {
         eprintln!("setup: installing {}", missing.join(" "));
         if let Err(e) = apt_install(&missing) {
-            // gcc and Go only build test programs; their tests say why they are skipped.
+            // gcc and Go only build test programs, chromium only opens the HTML report in a
+            // test: the tests that need them say why they are skipped.
             eprintln!("setup: warning: {e:#}");
         }
     }
