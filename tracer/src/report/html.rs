@@ -117,25 +117,7 @@ fn header(out: &mut String, r: &Report) {
 
 /// The flame graph of every group (None when no descriptor is left open).
 fn flame_graph(r: &Report) -> Result<Option<String>> {
-    let lines: Vec<String> = r
-        .processes
-        .iter()
-        .flat_map(|p| p.leaks.iter().map(move |g| (p, g)))
-        .filter(|(_, g)| g.count > 0)
-        .map(|(p, g)| {
-            let root = if p.comm.is_empty() {
-                format!("[pid {}]", p.pid)
-            } else {
-                folded_name(&p.comm)
-            };
-            let mut frames = vec![root];
-            frames.extend(g.stack.iter().rev().map(|f| folded_name(&frame_label(f))));
-            if g.stack.is_empty() {
-                frames.push("[no stack]".into());
-            }
-            format!("{} {}", frames.join(";"), g.count)
-        })
-        .collect();
+    let lines = super::folded::lines(r);
     if lines.is_empty() {
         return Ok(None);
     }
@@ -148,20 +130,6 @@ fn flame_graph(r: &Report) -> Result<Option<String>> {
         .context("drawing the flame graph")?;
     let svg = String::from_utf8(svg).context("flame graph SVG")?;
     Ok(Some(inline_svg(&svg)))
-}
-
-/// A frame as the flame graph names it: its function (and line for the program's own code).
-fn frame_label(f: &Frame) -> String {
-    match (&f.function, f.line) {
-        (Some(func), Some(line)) if f.own_code => format!("{func}:{line}"),
-        (Some(func), _) => func.clone(),
-        _ => format!("{} in {}", f.offset, f.module),
-    }
-}
-
-/// A frame name fit for a folded line (`;` separates frames, a line holds one stack).
-fn folded_name(s: &str) -> String {
-    s.replace(';', ",").replace(['\n', '\r'], " ")
 }
 
 /// A standalone SVG document made fit to sit inside the page: without the XML declaration,
@@ -238,7 +206,7 @@ fn process(
             "<tr><td class=\"{}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             if g.fails() { "fail" } else { "" },
-            verdict_label(g.verdict),
+            verdict_label(g),
             g.kind,
             g.count,
             g.acquired + g.inherited,
@@ -258,7 +226,7 @@ fn process(
         let _ = writeln!(
             out,
             "<details open><summary><b>{} #{}</b>: {} {} descriptor{} from {}; fds {}; {}</summary>",
-            verdict_label(g.verdict),
+            verdict_label(g),
             i + 1,
             g.count,
             g.kind,

@@ -115,6 +115,8 @@ pub fn render(report: &Report, opts: Options) -> String {
         "{}",
         if findings.is_empty() {
             paint("32", "no leaks")
+        } else if findings.len() == 1 && findings[0].contains(" known (") {
+            paint("32", &format!("no new leaks; {}", findings[0]))
         } else {
             paint("1;31", &findings.join(", "))
         }
@@ -133,39 +135,57 @@ pub fn render(report: &Report, opts: Options) -> String {
         out.push('\n');
         render_process(&mut out, p, report.min_count, &paint);
     }
+    if !report.unused_suppressions.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nunused suppressions (they matched nothing: remove them?):"
+        );
+        for s in &report.unused_suppressions {
+            let _ = writeln!(out, "  {s}");
+        }
+    }
     out
 }
 
-/// The verdict summary: "2 leaking call sites, 1 suspect call site" (empty: no leaks).
+/// The verdict summary: "2 leaking call sites, 1 suspect call site, 1 known (suppressed or in
+/// the baseline)" (empty: no leaks). Known call sites are not counted under their verdict.
 pub fn findings(report: &Report) -> Vec<String> {
-    let count = |v: Verdict| -> usize {
-        report
-            .processes
-            .iter()
-            .map(|p| p.leaks.iter().filter(|g| g.verdict == v).count())
-            .sum()
-    };
+    let groups = || report.processes.iter().flat_map(|p| p.leaks.iter());
+    let new = |g: &&Group| g.suppressed.is_none() && !g.in_baseline;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     let mut findings = Vec::new();
     for (v, what) in [
         (Verdict::Leak, "leaking call site"),
         (Verdict::Inherited, "call site leaking into exec'd programs"),
         (Verdict::Suspect, "suspect call site"),
     ] {
-        let n = count(v);
+        let n = groups().filter(new).filter(|g| g.verdict == v).count();
         if n > 0 {
-            findings.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
+            findings.push(format!("{n} {what}{}", plural(n)));
         }
+    }
+    let known = groups()
+        .filter(|g| g.verdict.is_failure() && !g.fails())
+        .count();
+    if known > 0 {
+        findings.push(format!("{known} known (suppressed or in the baseline)"));
     }
     findings
 }
 
-/// A verdict as the summary table shows it: failures and suspects in capitals.
-pub fn verdict_label(v: Verdict) -> &'static str {
-    match v {
+/// A group's verdict as the tables show it: failures and suspects in capitals, known ones
+/// (suppressed or in the baseline) in lower case with the reason.
+pub fn verdict_label(g: &Group) -> String {
+    let v = match g.verdict {
         Verdict::Leak => "LEAK",
         Verdict::Inherited => "INHERITED",
         Verdict::Suspect => "SUSPECT",
         Verdict::Unclosed => "unclosed",
+    };
+    match (&g.suppressed, g.in_baseline) {
+        (Some(_), _) => format!("{} (suppressed)", v.to_lowercase()),
+        (None, true) => format!("{} (baseline)", v.to_lowercase()),
+        _ => v.to_string(),
     }
 }
 
@@ -276,7 +296,7 @@ fn render_process(
         .leaks
         .iter()
         .map(|g| Row {
-            verdict: verdict_label(g.verdict).into(),
+            verdict: verdict_label(g),
             kind: match g.close_wait_oldest_ms {
                 Some(ms) if g.close_wait > 0 => {
                     format!("{} ({} CLOSE_WAIT, {})", g.kind, g.close_wait, age(ms))
@@ -503,12 +523,7 @@ fn module_name(module: &str) -> String {
 
 /// Paths under the current directory are shown relative to it.
 fn short_path(file: &str) -> String {
-    if let Ok(cwd) = std::env::current_dir()
-        && let Ok(rel) = Path::new(file).strip_prefix(&cwd)
-    {
-        return rel.display().to_string();
-    }
-    file.to_string()
+    super::relative_to_cwd(file).unwrap_or_else(|| file.to_string())
 }
 
 /// "3-7, 9, 12-13".
