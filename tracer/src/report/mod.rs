@@ -365,6 +365,52 @@ impl Group {
     pub fn own_frame(&self) -> Option<&Frame> {
         self.stack.iter().find(|f| f.own_code)
     }
+
+    /// "37 socket descriptors leaked": count, kind and verdict in words.
+    pub fn summary(&self) -> String {
+        let verb = match self.verdict {
+            Verdict::Leak => "leaked",
+            Verdict::Inherited => "leaked across exec",
+            Verdict::Suspect => "possibly leaking",
+            Verdict::Unclosed => "left open",
+        };
+        let s = if self.count == 1 { "" } else { "s" };
+        format!("{} {} descriptor{s} {verb}", self.count, self.kind)
+    }
+
+    /// "37 socket descriptors leaked (accept4, still open at exit) at serve::accept_conn
+    /// (src/serve.rs:40) in pid 1234 (svc)": what, where and in which process, in one line.
+    pub fn headline(&self, p: &ProcessReport) -> String {
+        let state = if p.running {
+            "still open when tracing ended"
+        } else {
+            "still open at exit"
+        };
+        let at = self
+            .own_frame()
+            .or(self.stack.first())
+            .map_or_else(String::new, |f| format!(" at {}", table::frame_short(f)));
+        format!(
+            "{} ({}, {state}){at} in pid {} ({})",
+            self.summary(),
+            self.syscall,
+            p.pid,
+            p.comm
+        )
+    }
+
+    /// The innermost frame of the program's own code that has a source file: where an
+    /// annotation points.
+    pub fn source_frame(&self) -> Option<&Frame> {
+        self.stack.iter().find(|f| f.own_code && f.file.is_some())
+    }
+}
+
+/// `file` relative to the current directory, when it is under it.
+pub fn relative_to_cwd(file: &str) -> Option<String> {
+    let cwd = std::env::current_dir().ok()?;
+    let rel = Path::new(file).strip_prefix(&cwd).ok()?;
+    Some(rel.display().to_string())
 }
 
 /// One stack frame.
@@ -883,6 +929,192 @@ pub fn is_own_code(f: &Frame) -> bool {
                 && !file.starts_with("../")
         }
         None => !RUNTIME_PREFIXES.iter().any(|p| function.starts_with(p)),
+    }
+}
+
+/// A report for the renderers' tests: `svc` (pid 1234, exited) with a leak, an unclosed pipe
+/// and a suppressed leak; `worker` (pid 1240, running) with an inherited leak without frames
+/// of its own code, a suspect with an inlined frame, and a leak in the baseline. Source files
+/// are under the current directory except `/elsewhere/config.rs`.
+#[cfg(test)]
+pub(crate) fn sample_report() -> Report {
+    let cwd = std::env::current_dir().expect("current directory");
+    let src = |f: &str| cwd.join(f).display().to_string();
+    let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    let frame = |function: Option<&str>, file: Option<String>, line, module: &str, own| Frame {
+        address: "0x7f0000001000".into(),
+        offset: "0x29d90".into(),
+        function: function.map(Into::into),
+        file,
+        line,
+        module: module.into(),
+        inlined: false,
+        own_code: own,
+    };
+    let start = || frame(None, None, None, libc, false);
+    let group = |kind, count, verdict, syscall: &str, stack| Group {
+        kind,
+        count,
+        calls: count,
+        acquired: count,
+        released: 0,
+        inherited: 0,
+        fds: (3..3 + count as u32).collect(),
+        resources: vec![format!("{kind} resource")],
+        syscall: syscall.into(),
+        oldest_age_ms: 1500,
+        verdict,
+        close_wait: 0,
+        close_wait_oldest_ms: None,
+        growth_per_min: None,
+        passed_from: vec![],
+        suppressed: None,
+        in_baseline: false,
+        stack,
+        site: format!("{syscall}|{kind}"),
+    };
+    let svc_main = |line| {
+        frame(
+            Some("svc::main"),
+            Some(src("src/main.rs")),
+            Some(line),
+            "/srv/svc",
+            true,
+        )
+    };
+    let mut accept = group(
+        Kind::Socket,
+        37,
+        Verdict::Leak,
+        "accept4",
+        vec![
+            frame(Some("accept4"), None, None, libc, false),
+            frame(
+                Some("std::net::tcp::TcpListener::accept"),
+                Some("/rustc/abc/library/std/src/net/tcp.rs".into()),
+                Some(100),
+                "/srv/svc",
+                false,
+            ),
+            frame(
+                Some("serve::accept_conn"),
+                Some(src("src/serve.rs")),
+                Some(40),
+                "/srv/svc",
+                true,
+            ),
+            frame(
+                Some("serve::run"),
+                Some(src("src/serve.rs")),
+                Some(12),
+                "/srv/svc",
+                true,
+            ),
+            svc_main(3),
+            start(),
+        ],
+    );
+    accept.resources = vec!["tcp 127.0.0.1:8080 <- 127.0.0.1:50000".into()];
+    let mut pipe = group(
+        Kind::Pipe,
+        2,
+        Verdict::Unclosed,
+        "pipe2",
+        vec![
+            frame(Some("pipe2"), None, None, libc, false),
+            frame(
+                Some("config::load"),
+                Some("/elsewhere/config.rs".into()),
+                Some(7),
+                "/srv/svc",
+                true,
+            ),
+            svc_main(5),
+        ],
+    );
+    pipe.calls = 1;
+    let mut log = group(
+        Kind::File,
+        5,
+        Verdict::Leak,
+        "openat",
+        vec![
+            frame(Some("open64"), None, None, libc, false),
+            frame(
+                Some("log::open_log"),
+                Some(src("src/log.rs")),
+                Some(9),
+                "/srv/svc",
+                true,
+            ),
+            svc_main(4),
+        ],
+    );
+    log.suppressed = Some("tracer.supp:3".into());
+    let libc_only = || vec![frame(Some("openat64"), None, None, libc, false), start()];
+    let inherited = group(Kind::File, 3, Verdict::Inherited, "openat", libc_only());
+    let mut dial = frame(
+        Some("net::dial"),
+        Some(src("src/net.rs")),
+        Some(21),
+        "/srv/worker",
+        true,
+    );
+    dial.inlined = true;
+    let suspect = group(
+        Kind::Socket,
+        4,
+        Verdict::Suspect,
+        "socket",
+        vec![
+            frame(Some("socket"), None, None, libc, false),
+            dial,
+            frame(
+                Some("worker::connect"),
+                Some(src("src/worker.rs")),
+                Some(30),
+                "/srv/worker",
+                true,
+            ),
+        ],
+    );
+    let mut known = group(Kind::Eventfd, 1, Verdict::Leak, "eventfd2", libc_only());
+    known.in_baseline = true;
+    let process = |pid, comm: &str, running: bool, leaks: Vec<Group>| ProcessReport {
+        pid,
+        ppid: 1,
+        comm: comm.into(),
+        exe: format!("/srv/{comm}"),
+        exit_code: (!running).then_some(0),
+        signal: None,
+        running,
+        open_at_end: leaks.iter().map(|g| g.count).sum(),
+        leaks,
+        pre_existing: None,
+        limit_hits: vec![],
+        bad_closes: vec![],
+        verify: None,
+    };
+    Report {
+        tool: "tracer",
+        version: "0.1.0",
+        command: vec!["./svc".into(), "--port".into(), "8080".into()],
+        exit_code: 0,
+        duration_ms: 2500,
+        min_count: 2,
+        events: EventTotals {
+            acquired: 100,
+            released: 48,
+            lost: 2,
+            ..Default::default()
+        },
+        coverage_lost: vec![],
+        processes: vec![
+            process(1234, "svc", false, vec![accept, pipe, log]),
+            process(1240, "worker", true, vec![inherited, suspect, known]),
+        ],
+        timeline: vec![],
+        unused_suppressions: vec![],
     }
 }
 
