@@ -48,8 +48,13 @@ pub fn render(report: &Report) -> String {
         "notice",
         &[("title", "tracer")],
         &format!(
-            "{verdict} in {} processes; {} descriptors acquired, {} released, {} events lost",
+            "{verdict} in {} process{}; {} descriptors acquired, {} released, {} events lost",
             report.processes.len(),
+            if report.processes.len() == 1 {
+                ""
+            } else {
+                "es"
+            },
             report.events.acquired,
             report.events.released,
             report.events.lost
