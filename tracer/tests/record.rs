@@ -223,7 +223,7 @@ fn record_attaches_to_a_running_process() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["pid"].to_string() == pid)
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid.as_str()))
         .expect("the attached process");
     assert!(p["pre_existing"].is_array(), "{p:#}");
     assert_eq!(p["verify"]["status"], "exact", "{p:#}");
