@@ -1298,6 +1298,7 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, m
     };
     let base = rec.as_mut_ptr();
     let ev = base as *mut AcquireEvent;
+    let copied;
     // SAFETY: the record holds HDR + N bytes; every write below stays inside it.
     unsafe {
         (*ev).header = EventHeader {
@@ -1344,8 +1345,12 @@ fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, m
         if (*ev).stack_len == 0 && want > 0 {
             bump(counter::STACK_UNREADABLE, 1);
         }
+        copied = (*ev).stack_len > 0;
     }
-    rec.submit(wakeup_flags());
+    // A stack copy is a call site the collector has not taught the kernel yet: wake it if it
+    // sleeps (the ring's own adaptive wakeup: no IPI while it is busy draining), so that the
+    // memo is learned before a burst from that site fills the ring with copies.
+    rec.submit(if copied { 0 } else { wakeup_flags() });
 }
 
 /// Fills `dst` (NAME_MAX bytes) from the acquisition's name source; returns the bytes used.

@@ -144,6 +144,9 @@ pub struct Process {
     pub cwd: Option<PathBuf>,
     /// Raw wait status once exited.
     pub exit_status: Option<u32>,
+    /// Gone when tracing ended although its exit was never seen (the exit record was lost):
+    /// exited, status unknown.
+    pub exit_unseen: bool,
     pub started_ns: u64,
     pub ended_ns: Option<u64>,
     pub open: BTreeMap<u32, Held>,
@@ -157,6 +160,11 @@ pub struct Process {
 }
 
 impl Process {
+    /// Whether it exited (seen, or found gone at the end).
+    pub fn exited(&self) -> bool {
+        self.exit_status.is_some() || self.exit_unseen
+    }
+
     /// Exit code if it exited normally.
     pub fn exit_code(&self) -> Option<i32> {
         let s = self.exit_status?;
@@ -256,6 +264,11 @@ pub enum Change {
         made: Vec<(u64, Acquisition)>,
     },
     Sample(Sample),
+    /// A process found gone at the end without its exit seen.
+    ExitUnseen {
+        pid: u32,
+        ts_ns: u64,
+    },
 }
 
 /// Most released acquisitions remembered because they were sent to another process.
@@ -332,6 +345,7 @@ impl Accounting {
             } => self.fork(parent, child, ts_ns),
             Change::Exec(pid, exe) => self.exec(pid, exe),
             Change::Exit { pid, status, ts_ns } => self.exit(pid, status, ts_ns),
+            Change::ExitUnseen { pid, ts_ns } => self.exit_unseen(pid, ts_ns),
             Change::Reconcile { pid, kernel, made } => {
                 let entries: Vec<(u32, FdEntry)> = kernel
                     .iter()
@@ -611,6 +625,14 @@ impl Accounting {
         p.ended_ns = Some(ts_ns);
     }
 
+    /// The process is gone although its exit was not seen (its exit record was lost).
+    pub fn exit_unseen(&mut self, pid: u32, ts_ns: u64) {
+        self.log(|| Change::ExitUnseen { pid, ts_ns });
+        let p = self.process_mut(pid);
+        p.exit_unseen = true;
+        p.ended_ns = Some(ts_ns);
+    }
+
     /// Aligns `pid`'s held descriptors with the kernel's entries for it, which are the truth.
     /// `make_unknown` builds the acquisition of an entry no event described.
     pub fn reconcile(
@@ -726,7 +748,7 @@ impl Accounting {
     /// Moves an exited process out of the way of a new process with the same pid.
     fn retire(&mut self, pid: u32) {
         if let Some(old) = self.procs.remove(&pid)
-            && old.exit_status.is_some()
+            && old.exited()
         {
             self.archived.push(old);
         }

@@ -304,12 +304,16 @@ impl Collector {
             .acct
             .processes()
             .iter()
-            .filter(|p| p.exit_status.is_none())
+            .filter(|p| !p.exited())
             .map(|p| p.pid)
             .collect();
         for pid in live {
             self.state.reconcile(pid, false);
-            if verify && let Some(v) = self.state.verify_live(pid) {
+            if procfs::check_pid(pid).is_err() {
+                // Its exit record was lost (ring full): exited, status unknown, not verified.
+                let now = crate::probes::monotonic_ns();
+                self.state.acct.exit_unseen(pid, now);
+            } else if verify && let Some(v) = self.state.verify_live(pid) {
                 self.state.acct.verified(pid, v);
             }
         }
@@ -327,11 +331,8 @@ impl State {
             Event::Release(r) => self.on_release(&r),
             Event::SockAddr(s) => self.on_sockaddr(&s),
             // After its process exited, a socket's changes are the kernel closing it.
-            Event::SockState(s)
-                if self
-                    .acct
-                    .process(s.header.tgid)
-                    .is_some_and(|p| p.exit_status.is_some()) => {}
+            Event::SockState(s) if self.acct.process(s.header.tgid).is_some_and(|p| p.exited()) => {
+            }
             Event::SockState(s) => {
                 let (local, peer) = (
                     enrich::inet_addr(s.family, &s.saddr, s.sport),
@@ -433,6 +434,18 @@ impl State {
             self.stats.stacks_missing += 1;
             return None;
         }
+        let key = MemoKey {
+            tgid: pid,
+            _pad: 0,
+            ip: a.regs.ip,
+            sp: a.regs.sp,
+            bp: a.regs.bp,
+        };
+        // A copy sent before the kernel learnt its site (a burst from a new site): recognized
+        // here the way the kernel would have, without unwinding again.
+        if let Some(site) = self.memo.recognize(&key, stack) {
+            return Some(site);
+        }
         let unwound = self.unwind(pid, a, stack);
         if unwound.frames.is_empty() {
             self.stats.stacks_unmapped += 1;
@@ -440,13 +453,6 @@ impl State {
         }
         let site = self.sites.intern(unwound.frames);
         if let Some(reads) = &unwound.reads {
-            let key = MemoKey {
-                tgid: pid,
-                _pad: 0,
-                ip: a.regs.ip,
-                sp: a.regs.sp,
-                bp: a.regs.bp,
-            };
             self.memo.learn(&mut self.probes, key, reads, stack, site);
         }
         Some(site)

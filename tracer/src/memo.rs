@@ -1,6 +1,6 @@
 //! Stack memoization: teaches the kernel the stacks already unwound, so a repeated call site costs
 //! a small record instead of a stack copy (exact; see `tracer_common::MemoKey`).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use tracer_common::{MEMO_WORDS, MemoKey, MemoSig, memo_hash};
 
@@ -10,8 +10,17 @@ use crate::{accounting::SiteId, probes::Probes};
 #[derive(Default)]
 pub struct Memo {
     sigs: HashMap<MemoKey, Vec<u16>>,
-    stacks: HashSet<u64>,
+    stacks: HashMap<u64, SiteId>,
     owned: HashMap<u32, (Vec<MemoKey>, Vec<u64>)>,
+}
+
+/// The stack word at word index `i` of a copy (0 past its end).
+fn word(stack: &[u8], i: u16) -> u64 {
+    let off = i as usize * 8;
+    stack
+        .get(off..off + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 impl Memo {
@@ -43,17 +52,23 @@ impl Memo {
                 self.owned.entry(key.tgid).or_default().0.push(key);
             }
         }
-        let word = |i: u16| {
-            let off = i as usize * 8;
-            stack
-                .get(off..off + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        let hash = memo_hash(&key, reads, word);
-        if self.stacks.insert(hash) && probes.memo_add_stack(hash, site).is_ok() {
+        let hash = memo_hash(&key, reads, |i| word(stack, i));
+        if self.stacks.insert(hash, site).is_none() {
             self.owned.entry(key.tgid).or_default().1.push(hash);
+            let _ = probes.memo_add_stack(hash, site);
         }
+    }
+
+    /// The site of a stack copy, when it is one already learnt: the kernel's own check (same
+    /// registers, same values at the words the unwind read), for copies sent before the kernel
+    /// knew the site.
+    pub fn recognize(&self, key: &MemoKey, stack: &[u8]) -> Option<SiteId> {
+        let reads = self.sigs.get(key)?;
+        if reads.iter().any(|&i| (i as usize + 1) * 8 > stack.len()) {
+            return None;
+        }
+        let hash = memo_hash(key, reads, |i| word(stack, i));
+        self.stacks.get(&hash).copied()
     }
 
     /// Drops what was learnt about an exited process.

@@ -95,7 +95,7 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
                 if record.is_some() {
                     let (procs, running) = collecting.with(|c| {
                         let all = c.state.acct.processes();
-                        (all.len(), all.iter().filter(|p| p.exit_status.is_none()).count())
+                        (all.len(), all.iter().filter(|p| !p.exited()).count())
                     });
                     eprintln!(
                         "tracer: recording: {procs} processes ({running} running), {:.0} s",

@@ -162,12 +162,7 @@ fn process(
     chart: Option<&Timeline>,
     end_ms: u64,
 ) -> Result<()> {
-    let status = match (p.running, p.exit_code, p.signal) {
-        (true, _, _) => "still running when tracing ended".to_string(),
-        (_, Some(c), _) => format!("exited with {c}"),
-        (_, _, Some(s)) => format!("killed by signal {s}"),
-        _ => "exited".to_string(),
-    };
+    let status = p.status();
     let _ = writeln!(
         out,
         "<h2>pid {} {} <span class=\"note\">({}), {}: {} descriptor{} still open</span></h2>",
@@ -407,6 +402,7 @@ mod tests {
             exit_code: Some(0),
             signal: None,
             running: false,
+            exit_unseen: false,
             open_at_end: leaks.iter().map(|g| g.count).sum(),
             leaks,
             pre_existing: None,

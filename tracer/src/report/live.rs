@@ -192,11 +192,7 @@ impl LiveState {
         LiveProc {
             pid: p.pid,
             comm: p.comm.clone(),
-            ended: (!p.running).then(|| match (p.exit_code, p.signal) {
-                (Some(c), _) => format!("exited with {c}"),
-                (_, Some(s)) => format!("killed by signal {s}"),
-                _ => "exited".into(),
-            }),
+            ended: (!p.running).then(|| p.status()),
             open_fds: open,
             limit,
             growth_per_min,
@@ -511,6 +507,7 @@ mod tests {
                 exit_code: None,
                 signal: None,
                 running: true,
+                exit_unseen: false,
                 open_at_end: count,
                 leaks: vec![group(count, acquired, 500)],
                 pre_existing: Some(vec![]),

@@ -197,6 +197,10 @@ pub struct ProcessReport {
     pub signal: Option<i32>,
     /// Still alive when tracing ended (its descriptors were still open then, not at exit).
     pub running: bool,
+    /// Exited without its exit being seen (the kernel's exit record was lost): exit code
+    /// unknown, accounting not verified.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exit_unseen: bool,
     /// Descriptors (other than 0-2) still open at exit or at the end of tracing.
     pub open_at_end: u64,
     /// Call sites with descriptors still open, leaks first, biggest first.
@@ -212,6 +216,22 @@ pub struct ProcessReport {
     /// The accounting compared with the process's real descriptor table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+}
+
+impl ProcessReport {
+    /// How it ended, in words: "exited with 0", "killed by signal 9", "still running when
+    /// tracing ended", ...
+    pub fn status(&self) -> String {
+        match (self.running, self.exit_code, self.signal) {
+            (true, _, _) => "still running when tracing ended".to_string(),
+            (_, Some(c), _) => format!("exited with {c}"),
+            (_, _, Some(s)) => format!("killed by signal {s}"),
+            _ if self.exit_unseen => {
+                "exited, its exit record lost (exit code unknown, not verified)".to_string()
+            }
+            _ => "exited".to_string(),
+        }
+    }
 }
 
 /// close() of a descriptor that was not open, from one call site.
@@ -679,7 +699,7 @@ fn process_report(
                     Verdict::Inherited
                 } else if m.origin == Origin::Here
                     && calls >= input.min_count
-                    && !(input.live && p.exit_status.is_none())
+                    && !(input.live && !p.exited())
                 {
                     Verdict::Leak
                 } else {
@@ -743,7 +763,8 @@ fn process_report(
         exe: p.exe.clone(),
         exit_code: p.exit_code(),
         signal: p.signal(),
-        running: p.exit_status.is_none(),
+        running: !p.exited(),
+        exit_unseen: p.exit_unseen,
         open_at_end: p.open.range(FIRST_REPORTED_FD..).count() as u64,
         leaks,
         pre_existing: input.attached.then_some(pre_existing),
@@ -1088,6 +1109,7 @@ pub(crate) fn sample_report() -> Report {
         exit_code: (!running).then_some(0),
         signal: None,
         running,
+        exit_unseen: false,
         open_at_end: leaks.iter().map(|g| g.count).sum(),
         leaks,
         pre_existing: None,

@@ -109,6 +109,14 @@ pub fn render(report: &Report, opts: Options) -> String {
         };
         let _ = writeln!(out, "{line}");
     }
+    let unverified = report.processes.iter().filter(|p| p.exit_unseen).count();
+    if unverified > 0 {
+        let _ = writeln!(
+            out,
+            "accounting: {unverified} process{} not verified (exit record lost)",
+            if unverified == 1 { "" } else { "es" }
+        );
+    }
     let findings = findings(report);
     let _ = writeln!(
         out,
@@ -195,12 +203,7 @@ fn render_process(
     min_count: u64,
     paint: &dyn Fn(&str, &str) -> String,
 ) {
-    let status = match (p.running, p.exit_code, p.signal) {
-        (true, _, _) => "still running when tracing ended".to_string(),
-        (_, Some(c), _) => format!("exited with {c}"),
-        (_, _, Some(s)) => format!("killed by signal {s}"),
-        _ => "exited".to_string(),
-    };
+    let status = p.status();
     let _ = writeln!(
         out,
         "{} {} ({}), {}: {} descriptor{} still open",
