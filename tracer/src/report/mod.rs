@@ -699,7 +699,7 @@ fn process_report(
                     Verdict::Inherited
                 } else if m.origin == Origin::Here
                     && calls >= input.min_count
-                    && !(input.live && !p.exited())
+                    && (!input.live || p.exited())
                 {
                     Verdict::Leak
                 } else {
