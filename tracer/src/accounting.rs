@@ -271,6 +271,21 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// When it happened, for the changes that say.
+    pub fn ts_ns(&self) -> Option<u64> {
+        match self {
+            Change::Acquire { acq, .. } => Some(acq.ts_ns),
+            Change::Failure { ts_ns, .. }
+            | Change::Fork { ts_ns, .. }
+            | Change::Exit { ts_ns, .. }
+            | Change::ExitUnseen { ts_ns, .. } => Some(*ts_ns),
+            Change::Sample(s) => Some(s.ts_ns),
+            _ => None,
+        }
+    }
+}
+
 /// Most released acquisitions remembered because they were sent to another process.
 const PASSED_MEMORY: usize = 65536;
 

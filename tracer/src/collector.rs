@@ -98,6 +98,9 @@ pub struct State {
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
 const POLL_MS: i32 = 10;
 
+/// Interval between the loss counters written to a record (what a record cut short reports).
+const TOTALS_NS: u64 = 1_000_000_000;
+
 /// Interval between samples of the descriptor counts (for the timeline).
 const SAMPLE_NS: u64 = 100_000_000;
 
@@ -141,6 +144,8 @@ pub struct Collector {
     recorder: Option<Recorder>,
     /// Call sites already handed to the recorder.
     sites_sent: usize,
+    /// When the recorder gets the loss counters next.
+    next_totals_ns: u64,
 }
 
 impl Collector {
@@ -152,6 +157,7 @@ impl Collector {
             ring,
             recorder: None,
             sites_sent: 0,
+            next_totals_ns: 0,
             state: State {
                 probes,
                 maps: ProcMaps::new()?,
@@ -247,9 +253,20 @@ impl Collector {
         Ok(())
     }
 
-    /// Hands what changed since the last call to the recorder, if recording.
-    fn record(&mut self, totals: Option<(Counters, Stats)>, end: Option<End>) {
+    /// Hands what changed since the last call to the recorder, if recording, with the loss
+    /// counters every [`TOTALS_NS`] (or `totals`, at the end).
+    fn record(&mut self, totals: Option<Counters>, end: Option<End>) {
         let Some(rec) = &self.recorder else { return };
+        let now = crate::probes::monotonic_ns();
+        let totals = match totals {
+            Some(c) => Some(c),
+            None if now >= self.next_totals_ns => self.state.probes.counters().ok(),
+            None => None,
+        }
+        .map(|c| {
+            self.next_totals_ns = now + TOTALS_NS;
+            (now, c, self.state.stats)
+        });
         let stacks = &self.state.sites.stacks;
         let sites: Vec<(SiteId, Vec<RawFrame>)> = stacks[self.sites_sent.min(stacks.len())..]
             .iter()
@@ -271,7 +288,7 @@ impl Collector {
 
     /// Closes the record (if recording) with how the run ended.
     pub fn end_record(&mut self, counters: Counters, end: End) -> Result<Option<Summary>> {
-        self.record(Some((counters, self.state.stats)), Some(end));
+        self.record(Some(counters), Some(end));
         self.recorder.take().map(Recorder::finish).transpose()
     }
 

@@ -24,7 +24,7 @@ mod watch;
 use clap::Parser as _;
 
 /// Exit code when tracer itself fails.
-const EXIT_ERROR: i32 = 125;
+pub const EXIT_ERROR: i32 = 125;
 
 fn main() {
     let cli = cli::Cli::parse();

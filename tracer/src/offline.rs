@@ -31,11 +31,21 @@ pub fn report(args: ReportArgs) -> Result<i32> {
              released later are reported as open"
         );
     }
-    let end = rec.end.clone().unwrap_or_default();
-    let (counters, stats) = rec.totals;
+    // Without its end, the record reports up to the last loss counters it holds.
+    let end = rec.end.clone().unwrap_or_else(|| record::End {
+        exit_code: 0,
+        duration_ms: rec.last_ts_ns.saturating_sub(rec.begin.started_ns) / 1_000_000,
+        now_ns: rec.last_ts_ns,
+        coverage_lost: vec![],
+    });
+    let (mut counters, stats) = rec.totals;
+    if rec.end.is_none() {
+        counters.acquired = counters.acquired.max(rec.replayed.0);
+        counters.released = counters.released.max(rec.replayed.1);
+    }
     let mut report = Report::build(report::Inputs {
         command: rec.begin.command.clone(),
-        exit_code: end.exit_code,
+        exit_code: rec.end.as_ref().map(|e| e.exit_code),
         duration_ms: end.duration_ms,
         min_count: args.out.min_count,
         now_ns: end.now_ns,

@@ -38,7 +38,7 @@ use crate::{
 /// First bytes of every record.
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// Version of the layout and of [`Entry`]; readers refuse newer ones.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// A chunk is written once it holds this much, even within a batch: at most this much is lost
 /// when tracer is killed.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -56,8 +56,12 @@ pub enum Entry {
     Site(SiteId, Vec<Frame>),
     /// A module the frames refer to, with its GNU build id (hex) when it has one.
     Module(String, Option<String>),
-    /// Loss and health counters so far.
-    Totals(Counters, Stats),
+    /// Loss and health counters so far (every second, and at the end), at `ts_ns`.
+    Totals {
+        ts_ns: u64,
+        counters: Counters,
+        stats: Stats,
+    },
     /// The record reached `--max-size` here: later changes are not in it.
     Stopped { bytes: u64, ts_ns: u64 },
     /// Last entry: how the run ended.
@@ -92,17 +96,20 @@ pub struct End {
 pub struct Batch {
     pub changes: Vec<Change>,
     pub sites: Vec<(SiteId, Vec<RawFrame>)>,
-    pub totals: Option<(Counters, Stats)>,
+    pub totals: Option<(u64, Counters, Stats)>,
     pub end: Option<End>,
 }
 
 /// What a finished record holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub entries: u64,
     pub bytes: u64,
     /// Changes left out after `--max-size` was reached.
     pub dropped: u64,
+    /// Why recording stopped early (a write failed: full disk, ...); the file holds what came
+    /// before.
+    pub failed: Option<String>,
 }
 
 /// The recording thread.
@@ -138,10 +145,22 @@ impl Recorder {
                 // The symbolizer is not Send: it lives on this thread.
                 let mut symbolizer = Symbolizer::default();
                 for batch in rx {
-                    w.batch(batch, &mut symbolizer)
+                    if w.summary.failed.is_some() {
+                        continue;
+                    }
+                    if let Err(e) = w.batch(batch, &mut symbolizer) {
+                        let why = format!("{e:#}");
+                        eprintln!(
+                            "tracer: warning: recording to {where_} stopped: {why} (tracing goes \
+                             on; the record holds what came before)"
+                        );
+                        w.summary.failed = Some(why);
+                    }
+                }
+                if w.summary.failed.is_none() {
+                    w.flush()
                         .with_context(|| format!("writing the record {where_}"))?;
                 }
-                w.flush()?;
                 Ok(w.summary)
             })
             .context("starting the recorder thread")?;
@@ -235,8 +254,15 @@ impl Writer {
         for c in batch.changes {
             self.entry(&Entry::Change(c), false)?;
         }
-        if let Some((counters, stats)) = batch.totals {
-            self.entry(&Entry::Totals(counters, stats), true)?;
+        if let Some((ts_ns, counters, stats)) = batch.totals {
+            self.entry(
+                &Entry::Totals {
+                    ts_ns,
+                    counters,
+                    stats,
+                },
+                true,
+            )?;
         }
         if let Some(end) = batch.end {
             self.entry(&Entry::End(end), true)?;
@@ -275,6 +301,11 @@ pub struct Recorded {
     pub frames: HashMap<SiteId, Vec<Frame>>,
     pub modules: HashMap<String, Option<String>>,
     pub totals: (Counters, Stats),
+    /// The latest time in the record (CLOCK_MONOTONIC): how far a record without an end got.
+    pub last_ts_ns: u64,
+    /// Descriptors acquired and released in the record's changes (the totals of a record
+    /// without an end may be older than its last changes).
+    pub replayed: (u64, u64),
     pub end: Option<End>,
     /// Where `--max-size` stopped the recording.
     pub stopped: Option<(u64, u64)>,
@@ -348,14 +379,31 @@ pub fn parse(data: &[u8]) -> Result<Recorded> {
                 Entry::Begin(_) => {
                     bail!("corrupt record: a second beginning in the chunk at byte {pos}")
                 }
-                Entry::Change(c) => rec.acct.apply(c),
+                Entry::Change(c) => {
+                    rec.last_ts_ns = rec.last_ts_ns.max(c.ts_ns().unwrap_or(0));
+                    match &c {
+                        Change::Acquire { fds, .. } => {
+                            rec.replayed.0 += fds.iter().filter(|&&fd| fd >= 0).count() as u64;
+                        }
+                        Change::Release { .. } => rec.replayed.1 += 1,
+                        _ => {}
+                    }
+                    rec.acct.apply(c)
+                }
                 Entry::Site(id, frames) => {
                     rec.frames.insert(id, frames);
                 }
                 Entry::Module(path, id) => {
                     rec.modules.insert(path, id);
                 }
-                Entry::Totals(c, s) => rec.totals = (c, s),
+                Entry::Totals {
+                    ts_ns,
+                    counters,
+                    stats,
+                } => {
+                    rec.totals = (counters, stats);
+                    rec.last_ts_ns = rec.last_ts_ns.max(ts_ns);
+                }
                 Entry::Stopped { bytes, ts_ns } => rec.stopped = Some((bytes, ts_ns)),
                 Entry::End(e) => rec.end = Some(e),
             }
@@ -456,7 +504,7 @@ mod tests {
         let end = rec.end.clone().unwrap_or_default();
         let report = crate::report::Report::build(crate::report::Inputs {
             command: rec.begin.command.clone(),
-            exit_code: end.exit_code,
+            exit_code: Some(end.exit_code),
             duration_ms: end.duration_ms,
             min_count: 2,
             now_ns: end.now_ns,

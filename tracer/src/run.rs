@@ -168,6 +168,15 @@ fn host_and_kernel() -> (String, String) {
 
 /// Says what a finished record holds.
 pub fn print_recorded(path: &Path, s: &Summary) {
+    if let Some(why) = &s.failed {
+        eprintln!(
+            "tracer: the record {} is incomplete ({why}): `tracer report {}` shows what was \
+             written before",
+            path.display(),
+            path.display(),
+        );
+        return;
+    }
     let dropped = if s.dropped > 0 {
         format!(
             " ({} later changes left out: --max-size reached)",
@@ -209,6 +218,9 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let f = execute(&args.command, &args.capture, Some(to)).await?;
     if let Some(s) = &f.recorded {
         print_recorded(&args.output, s);
+        if s.failed.is_some() {
+            return Ok(crate::EXIT_ERROR);
+        }
     }
     Ok(f.exit_code)
 }
@@ -225,7 +237,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     }
     let mut report = Report::build(report::Inputs {
         command: args.command.clone(),
-        exit_code: f.exit_code,
+        exit_code: Some(f.exit_code),
         duration_ms: f.duration_ms,
         min_count: args.out.min_count,
         now_ns: f.now_ns,

@@ -140,12 +140,15 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
         };
         if let Some(summary) = collector.end_record(counters, end)? {
             crate::run::print_recorded(r.path, &summary);
+            if summary.failed.is_some() {
+                return Ok(crate::EXIT_ERROR);
+            }
         }
         return Ok(0);
     }
     let mut report = Report::build(report::Inputs {
         command: command_line(&args),
-        exit_code: 0,
+        exit_code: Some(0),
         duration_ms,
         min_count: args.min_count,
         now_ns,
@@ -189,7 +192,7 @@ fn snapshot(
         let counters = c.state.probes.counters().unwrap_or_default();
         Report::build(report::Inputs {
             command: command_line(args),
-            exit_code: 0,
+            exit_code: Some(0),
             duration_ms: started.elapsed().as_millis() as u64,
             min_count: args.min_count,
             now_ns: monotonic_ns(),

@@ -228,3 +228,140 @@ fn record_attaches_to_a_running_process() {
     assert!(p["pre_existing"].is_array(), "{p:#}");
     assert_eq!(p["verify"]["status"], "exact", "{p:#}");
 }
+
+#[test]
+fn a_recorder_killed_with_sigkill_leaves_a_readable_record() {
+    require_root();
+    let dir = open_dir();
+    let rec = dir.path().join("killed.rec");
+    let mut target = Command::new(demo("file-leak"))
+        .args(["--count", "40", "--rate", "10"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let pid = target.id().to_string();
+    let mut recorder = Command::new(tracer())
+        .args(["record", "-o"])
+        .arg(&rec)
+        .args(["--pid", &pid, "--duration", "60"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tracer record");
+    // Let it record a second or so of leaks, then kill it mid-write.
+    std::thread::sleep(Duration::from_millis(2000));
+    recorder.kill().expect("SIGKILL tracer");
+    let _ = recorder.wait();
+    let _ = target.kill();
+    let _ = target.wait();
+
+    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let json = dir.path().join("r.json");
+    let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
+    let e = stderr(&r);
+    assert_eq!(r.status.code(), Some(0), "{e}");
+    assert!(
+        e.contains("has no end (the recording was interrupted)"),
+        "{e}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let p = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid.as_str()))
+        .expect("the recorded process");
+    // What was recorded before the kill is there, with its symbolized stack.
+    let g = p["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| common::frame(g, "follow").is_some())
+        .unwrap_or_else(|| panic!("the leak in follow: {p:#}"));
+    assert!(g["count"].as_u64().unwrap() >= 1, "{g:#}");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// A `size`-byte tmpfs, or None (the test says why it is skipped).
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_record_not_the_run() {
+    require_root();
+    let Some(disk) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let rec = disk.0.path().join("full.rec");
+    let dir = open_dir();
+    let json = dir.path().join("live.json");
+    let o = run_with_timeout(
+        Command::new(tracer())
+            .args(["run", "-q", "--record"])
+            .arg(&rec)
+            .arg("--json")
+            .arg(&json)
+            .arg("--")
+            .arg(demo("stress"))
+            .args(["--threads", "4", "--iterations", "20000", "--leak", "7"]),
+        LIMIT,
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(e.contains("stopped: No space left on device"), "{e}");
+    assert!(e.contains("is incomplete"), "{e}");
+    // The run's own report is whole.
+    let live: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let leaked: u64 = live["processes"][0]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(leaked, 7, "{live:#}");
+
+    // The record holds what came before the disk filled.
+    let out = dir.path().join("cut.json");
+    let r = run_with_timeout(
+        Command::new(tracer())
+            .arg("report")
+            .arg(&rec)
+            .args(["--format", "json", "-o"])
+            .arg(&out),
+        LIMIT,
+    );
+    let e = stderr(&r);
+    assert_eq!(r.status.code(), Some(0), "{e}");
+    assert!(e.contains("is cut short at byte"), "{e}");
+    let cut: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        cut["exit_code"].is_null(),
+        "exit code unknown: {}",
+        cut["exit_code"]
+    );
+    assert!(cut["events"]["acquired"].as_u64().unwrap() > 0);
+    assert!(cut["duration_ms"].as_u64().unwrap() > 0);
+}

@@ -89,7 +89,10 @@ fn header(out: &mut String, r: &Report) {
          <tr><th>duration</th><td>{}</td></tr>\
          <tr><th>events</th><td>{} acquired, {} released, {} lost</td></tr>",
         encode_text(&r.command.join(" ")),
-        r.exit_code,
+        r.exit_code.map_or_else(
+            || "unknown (the record has no end)".into(),
+            |c| c.to_string()
+        ),
         age(r.duration_ms),
         e.acquired,
         e.released,
@@ -424,7 +427,7 @@ mod tests {
             tool: "tracer",
             version: "0",
             command: vec!["app".into(), "--x=<y>".into()],
-            exit_code: 0,
+            exit_code: Some(0),
             duration_ms: 1200,
             min_count: 2,
             events: Default::default(),

@@ -12,7 +12,9 @@ use super::{Group, ProcessReport, Report, table};
 pub fn render(report: &Report) -> Result<String> {
     let mut suite = TestSuite::new(format!("tracer: {}", report.command.join(" ")));
     suite.set_time(Duration::from_millis(report.duration_ms));
-    suite.add_property(("exit-code", report.exit_code.to_string().as_str()));
+    if let Some(code) = report.exit_code {
+        suite.add_property(("exit-code", code.to_string().as_str()));
+    }
     suite.add_property(("events-lost", report.events.lost.to_string().as_str()));
     suite.add_test_cases(report.processes.iter().map(test_case));
     let mut junit = quick_junit::Report::new("tracer");

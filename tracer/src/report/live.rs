@@ -492,7 +492,7 @@ mod tests {
             tool: "tracer",
             version: "0",
             command: vec![],
-            exit_code: 0,
+            exit_code: Some(0),
             duration_ms: 0,
             min_count: 2,
             events: Default::default(),

@@ -45,8 +45,9 @@ pub struct Report {
     pub tool: &'static str,
     pub version: &'static str,
     pub command: Vec<String>,
-    /// The command's exit code (128 + signal when killed).
-    pub exit_code: i32,
+    /// The command's exit code (128 + signal when killed); null when unknown (a record whose
+    /// end is missing).
+    pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub min_count: u64,
     pub events: EventTotals,
@@ -452,7 +453,7 @@ pub struct Frame {
 /// What the report needs besides the accounting.
 pub struct Inputs<'a> {
     pub command: Vec<String>,
-    pub exit_code: i32,
+    pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub min_count: u64,
     /// CLOCK_MONOTONIC now, for the age of descriptors of processes still running.
@@ -1121,7 +1122,7 @@ pub(crate) fn sample_report() -> Report {
         tool: "tracer",
         version: "0.1.0",
         command: vec!["./svc".into(), "--port".into(), "8080".into()],
-        exit_code: 0,
+        exit_code: Some(0),
         duration_ms: 2500,
         min_count: 2,
         events: EventTotals {
@@ -1239,7 +1240,7 @@ mod tests {
         let mut symbolizer = Symbolizer::default();
         Report::build(Inputs {
             command: vec!["x".into()],
-            exit_code: 0,
+            exit_code: Some(0),
             duration_ms: 1,
             min_count,
             now_ns: 0,

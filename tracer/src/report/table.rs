@@ -42,12 +42,18 @@ pub fn render(report: &Report, opts: Options) -> String {
         }
     };
     let cmd = report.command.join(" ");
-    let _ = writeln!(
-        out,
-        "tracer: `{cmd}` exited with code {} after {}",
-        report.exit_code,
-        age(report.duration_ms)
-    );
+    let _ = match report.exit_code {
+        Some(code) => writeln!(
+            out,
+            "tracer: `{cmd}` exited with code {code} after {}",
+            age(report.duration_ms)
+        ),
+        None => writeln!(
+            out,
+            "tracer: `{cmd}`: exit code unknown (the record ends {} in)",
+            age(report.duration_ms)
+        ),
+    };
     let e = &report.events;
     let _ = writeln!(
         out,
