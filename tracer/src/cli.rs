@@ -193,7 +193,8 @@ pub struct RecordArgs {
     /// Record processes in this cgroup (v2) and below.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Stop after this many seconds (default: Ctrl-C, SIGTERM, or when the targets exit).
+    /// Stop after this many seconds (default: Ctrl-C, SIGTERM, or when the targets exit); a
+    /// command (`-- CMD`) is then ended with SIGTERM and recorded to its exit (tracer exits 0).
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub duration: Option<f64>,
     /// Stop recording events once the file reaches this size (the report says so).

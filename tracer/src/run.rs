@@ -2,7 +2,7 @@
 //! its first instruction, follow its descendants, and report when it exits.
 use std::{
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -66,6 +66,8 @@ pub struct Finished {
     pub now_ns: u64,
     /// What the record holds, when recording.
     pub recorded: Option<Summary>,
+    /// `--duration` ended the command.
+    pub timed_out: bool,
 }
 
 /// Starts `command` with every probe attached and its pid registered before it runs, follows
@@ -74,6 +76,7 @@ pub async fn execute(
     command: &[String],
     capture: &CaptureArgs,
     record: Option<RecordTo<'_>>,
+    duration: Option<Duration>,
 ) -> Result<Finished> {
     let program = resolve(&command[0])?;
     let mut collector = Collector::new(&ProbeOptions::from(capture))?;
@@ -101,9 +104,19 @@ pub async fn execute(
     let collecting = collector.spawn()?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // `--duration`: the command is ended as `timeout` would (SIGTERM), and recorded to its exit.
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX));
+    tokio::pin!(deadline);
+    let mut timed_out = false;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
+            () = &mut deadline, if duration.is_some() && !timed_out => {
+                timed_out = true;
+                eprintln!("tracer: --duration reached: ending the command (SIGTERM)");
+                // SAFETY: plain kill(2) of our child.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
             // The terminal sent Ctrl-C to the command too; report once it has exited.
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {
@@ -136,6 +149,7 @@ pub async fn execute(
         duration_ms,
         now_ns,
         recorded,
+        timed_out,
     })
 }
 
@@ -215,14 +229,16 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         };
         return crate::watch::watch_with(watch, Some(to)).await;
     }
-    let f = execute(&args.command, &args.capture, Some(to)).await?;
+    let duration = args.duration.map(Duration::from_secs_f64);
+    let f = execute(&args.command, &args.capture, Some(to), duration).await?;
     if let Some(s) = &f.recorded {
         print_recorded(&args.output, s);
         if s.failed.is_some() {
             return Ok(crate::EXIT_ERROR);
         }
     }
-    Ok(f.exit_code)
+    // Ended by `--duration` as asked: not the command's failure.
+    Ok(if f.timed_out { 0 } else { f.exit_code })
 }
 
 /// Runs `tracer run`; returns tracer's exit code.
@@ -231,7 +247,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         path,
         max_bytes: None,
     });
-    let f = execute(&args.command, &args.capture, record).await?;
+    let f = execute(&args.command, &args.capture, record, None).await?;
     if let (Some(path), Some(s)) = (&args.record, &f.recorded) {
         print_recorded(path, s);
     }

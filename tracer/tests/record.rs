@@ -365,3 +365,40 @@ fn a_full_disk_stops_the_record_not_the_run() {
     assert!(cut["events"]["acquired"].as_u64().unwrap() > 0);
     assert!(cut["duration_ms"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn record_duration_ends_the_command_and_records_its_exit() {
+    require_root();
+    let dir = open_dir();
+    let rec = dir.path().join("d.rec");
+    let start = std::time::Instant::now();
+    let o = run_with_timeout(
+        Command::new(tracer())
+            .args(["record", "--duration", "1", "-o"])
+            .arg(&rec)
+            .args(["--", "sleep", "60"]),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(stderr(&o).contains("--duration reached"), "{}", stderr(&o));
+    let r = run_with_timeout(
+        Command::new(tracer())
+            .arg("report")
+            .arg(&rec)
+            .args(["--format", "json"]),
+        LIMIT,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(report["exit_code"], 128 + 15, "ended by SIGTERM");
+    let p = &report["processes"][0];
+    assert_eq!(
+        (&p["comm"], &p["signal"]),
+        (&"sleep".into(), &15.into()),
+        "{p:#}"
+    );
+}
