@@ -283,8 +283,9 @@ fn handoff_run(threads: u32, iterations: u32, leak: u32) {
     let t = trace(
         // 300,000 events a second from 8 threads on this 2-core machine, while another test
         // runs: a ring sized for that burst, so that "lost: 0" checks tracer, not the CPU share
-        // its collector gets (with the default 16 MiB, about 1 run in 10 loses records here;
-        // the accounting stays exact, the lost acquisitions' stacks are missing).
+        // its collector gets (with the default 16 MiB: 0 of 15 runs alone lose records, 1 of
+        // 16 with a second such run beside it; the loss is then counted, the accounting stays
+        // exact, the lost acquisitions' stacks are missing).
         &["--ring-mib", "64"],
         &[
             &demo("stress"),
