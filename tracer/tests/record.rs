@@ -330,7 +330,10 @@ fn a_full_disk_stops_the_record_not_the_run() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     // Where ENOSPC strikes (a chunk's write or its flush) varies; the reason is always given.
-    assert!(e.contains("stopped:") && e.contains("No space left on device"), "{e}");
+    assert!(
+        e.contains("stopped:") && e.contains("No space left on device"),
+        "{e}"
+    );
     assert!(e.contains("is incomplete"), "{e}");
     // The run's own report is whole.
     let live: serde_json::Value =
