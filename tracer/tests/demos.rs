@@ -349,6 +349,49 @@ fn c_program_without_frame_pointers_has_complete_stacks() {
     assert_eq!(sum(&t.leaks(), "count"), 24);
 }
 
+#[test]
+fn cpp_program_has_demangled_complete_stacks() {
+    let Some(bin) = program("cxx-leaky") else {
+        return;
+    };
+    let t = trace(&[], &[&bin, &"4"], LIMIT);
+    let src = "demos/c/leaky.cpp";
+    for (function, kind, label) in [
+        ("pool::Connections::open_one(int)", "socket", "socket"),
+        (
+            "std::basic_ifstream<char, std::char_traits<char> >* \
+             open_stream<std::basic_ifstream<char, std::char_traits<char> > >\
+             (std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > \
+             const&)",
+            "file",
+            "stream",
+        ),
+        (
+            "remember(std::vector<_IO_FILE*, std::allocator<_IO_FILE*> >&, char const*)",
+            "file",
+            "fopen",
+        ),
+    ] {
+        let g = t.group_at(function);
+        assert_eq!(
+            (g["kind"].as_str(), g["count"].as_u64(), &g["verdict"]),
+            (Some(kind), Some(4), &"leak".into()),
+            "{function}: {}",
+            t.summary()
+        );
+        assert_frame(g, function, src, leak_line(src, label));
+        // Through libstdc++ (ifstream) and glibc (fopen) without frame pointers, to main.
+        let stack = g["stack"].as_array().unwrap();
+        assert!(
+            stack.iter().any(|f| f["function"] == "main"),
+            "{function}: {stack:#?}"
+        );
+    }
+    // The stream read and closed in scope is no leak.
+    assert_eq!(t.leaks().len(), 3, "{}", t.summary());
+    assert_eq!(sum(&t.leaks(), "count"), 12);
+}
+
 /// A collector that cannot keep up: tracer is stopped (SIGSTOP, by the traced shell) while the
 /// stress demo's 160,000 events overflow the ring. The loss is counted and shown, and the
 /// accounting stays exact: every leaked descriptor is still reported, some without a stack.

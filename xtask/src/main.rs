@@ -192,6 +192,9 @@ fn setup() -> Result<()> {
     if !have("gcc") {
         missing.push("gcc");
     }
+    if !have("g++") {
+        missing.push("g++");
+    }
     if !have("go") {
         missing.push("golang-go");
     }
@@ -277,7 +280,7 @@ fn build() -> Result<()> {
     build_programs()
 }
 
-/// Builds the C programs (gcc -O2 -g, no frame-pointer flags) and the Go demos.
+/// Builds the C and C++ programs (-O2 -g, no frame-pointer flags) and the Go demos.
 fn build_programs() -> Result<()> {
     let out = programs_dir();
     fs::create_dir_all(&out)?;
@@ -294,6 +297,14 @@ fn build_programs() -> Result<()> {
         }
     } else {
         eprintln!("build: gcc not available: C programs not built");
+    }
+    if have("g++") {
+        run(Command::new("g++")
+            .args(["-O2", "-g", "-o"])
+            .arg(out.join("cxx-leaky"))
+            .arg(root().join("demos/c/leaky.cpp")))?;
+    } else {
+        eprintln!("build: g++ not available: the C++ program not built");
     }
     if have("go") {
         for demo in ["file-leak", "file-fixed", "http-leak", "http-fixed"] {

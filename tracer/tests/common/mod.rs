@@ -43,7 +43,7 @@ pub fn program(name: &str) -> Option<PathBuf> {
         Some(path)
     } else {
         eprintln!(
-            "SKIPPED: {} was not built (its compiler, gcc or golang-go, could not be installed)",
+            "SKIPPED: {} was not built (its compiler, gcc, g++ or golang-go, could not be installed)",
             path.display()
         );
         None
