@@ -42,6 +42,9 @@ pub const VERSION: u16 = 2;
 /// A chunk is written once it holds this much, even within a batch: at most this much is lost
 /// when tracer is killed.
 const CHUNK_BYTES: usize = 64 << 10;
+/// Room kept under `--max-size` for the entries written after it is reached (where it stopped,
+/// the last totals, the end), so that the file stays within the limit.
+const TAIL_BYTES: u64 = 4096;
 /// Largest chunk a reader accepts (a larger length means corruption).
 const MAX_CHUNK: u32 = 64 << 20;
 
@@ -217,7 +220,7 @@ impl Writer {
             && !self.stopped
             && self
                 .max_bytes
-                .is_some_and(|m| self.bytes + pending + size > m)
+                .is_some_and(|m| self.bytes + pending + size + TAIL_BYTES > m)
         {
             self.stopped = true;
             let ts_ns = crate::probes::monotonic_ns();
@@ -254,7 +257,10 @@ impl Writer {
         for c in batch.changes {
             self.entry(&Entry::Change(c), false)?;
         }
-        if let Some((ts_ns, counters, stats)) = batch.totals {
+        // Past --max-size only the last totals are kept (the file stays within its limit).
+        if let Some((ts_ns, counters, stats)) = batch.totals
+            && (!self.stopped || batch.end.is_some())
+        {
             self.entry(
                 &Entry::Totals {
                     ts_ns,
@@ -329,17 +335,26 @@ pub fn read(path: &Path) -> Result<Recorded> {
 /// Parses a whole record.
 pub fn parse(data: &[u8]) -> Result<Recorded> {
     let head = MAGIC.len() + 2;
-    if data.len() < head || &data[..MAGIC.len()] != MAGIC {
+    if !data.starts_with(MAGIC) {
         bail!(
             "not a tracer record (it does not start with {:?})",
             "TRACEREC"
         );
+    }
+    if data.len() < head {
+        bail!("truncated before its format version: nothing was recorded");
     }
     let version = u16::from_le_bytes([data[8], data[9]]);
     if version > VERSION {
         bail!(
             "record format version {version} is newer than this tracer reads ({VERSION}): \
              use a newer tracer"
+        );
+    }
+    if version < VERSION {
+        bail!(
+            "record format version {version} is older than this tracer reads ({VERSION}): \
+             report it with the tracer that recorded it"
         );
     }
     let mut rec = Recorded::default();

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::{
     process::Command,
     signal::unix::{SignalKind, signal},
@@ -79,6 +79,14 @@ pub async fn execute(
     duration: Option<Duration>,
 ) -> Result<Finished> {
     let program = resolve(&command[0])?;
+    if let Some(r) = &record
+        && report::same_file(r.path, &program)
+    {
+        bail!(
+            "the record {} would overwrite the command",
+            r.path.display()
+        );
+    }
     let mut collector = Collector::new(&ProbeOptions::from(capture))?;
     if let Some(r) = &record {
         collector.record_to(r.path, r.max_bytes, begin(command, false, false))?;
@@ -182,11 +190,13 @@ fn host_and_kernel() -> (String, String) {
 
 /// Says what a finished record holds.
 pub fn print_recorded(path: &Path, s: &Summary) {
+    // The command to paste, quoted for the shell.
+    let shown = path.to_string_lossy();
+    let quoted = shlex::try_quote(&shown).unwrap_or(shown.clone());
     if let Some(why) = &s.failed {
         eprintln!(
-            "tracer: the record {} is incomplete ({why}): `tracer report {}` shows what was \
-             written before",
-            path.display(),
+            "tracer: the record {} is incomplete ({why}): `tracer report {quoted}` shows what \
+             was written before",
             path.display(),
         );
         return;
@@ -200,11 +210,11 @@ pub fn print_recorded(path: &Path, s: &Summary) {
         String::new()
     };
     eprintln!(
-        "tracer: recorded {} entries ({} bytes) to {}{dropped}; `tracer report {}` shows them",
+        "tracer: recorded {} entries ({} bytes) to {}{dropped}; `tracer report {quoted}` shows \
+         them",
         s.entries,
         s.bytes,
         path.display(),
-        path.display()
     );
 }
 
@@ -243,6 +253,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
 
 /// Runs `tracer run`; returns tracer's exit code.
 pub async fn run(args: RunArgs) -> Result<i32> {
+    report::check_outputs(&args.out, None)?;
     let record = args.record.as_deref().map(|path| RecordTo {
         path,
         max_bytes: None,
@@ -285,10 +296,21 @@ pub async fn run(args: RunArgs) -> Result<i32> {
 /// Finds the program like a shell would; a clear error when it does not exist.
 fn resolve(cmd: &str) -> Result<PathBuf> {
     which::which(cmd).map_err(|_| {
-        ExitError {
-            code: EXIT_NOT_FOUND,
-            message: format!("command not found: {cmd}"),
-        }
-        .into()
+        // A path that exists but cannot be run is 126, as in the shell; anything else 127.
+        let path = Path::new(cmd);
+        let (code, message) = if cmd.contains('/') && path.is_dir() {
+            (
+                EXIT_CANNOT_EXECUTE,
+                format!("cannot execute {cmd}: it is a directory"),
+            )
+        } else if cmd.contains('/') && path.exists() {
+            (
+                EXIT_CANNOT_EXECUTE,
+                format!("cannot execute {cmd}: permission denied"),
+            )
+        } else {
+            (EXIT_NOT_FOUND, format!("command not found: {cmd}"))
+        };
+        ExitError { code, message }.into()
     })
 }

@@ -19,7 +19,7 @@ use crate::{
         self, Report,
         live::{LiveOptions, LiveState, ProcFacts},
     },
-    run::{ExitError, RecordTo},
+    run::RecordTo,
     symbolize::Symbolizer,
 };
 
@@ -45,10 +45,10 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
 /// Live mode; with `record`, writes a record instead of showing the live view and the report.
 pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result<i32> {
     for &pid in &args.pids {
-        procfs::check_pid(pid).map_err(|e| ExitError {
-            code: 1,
-            message: e.to_string(),
-        })?;
+        procfs::check_pid(pid)?;
+    }
+    for path in [&args.json, &args.on_emfile].into_iter().flatten() {
+        report::check_output(path)?;
     }
     let system_wide = args.pids.is_empty() || args.comm.is_some() || args.cgroup.is_some();
     let mut opts = ProbeOptions::from(&args.capture);

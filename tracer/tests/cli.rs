@@ -28,6 +28,43 @@ fn command_not_found_is_one_line_and_127() {
 }
 
 #[test]
+fn what_cannot_run_or_be_written_fails_before_the_command_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file that is not executable, and a directory: 126, as in the shell.
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let s = script.to_str().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (cmd, why) in [(s, "permission denied"), (d, "it is a directory")] {
+        let o = tracer_run(&["--", cmd]);
+        assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("tracer: cannot execute {cmd}: {why}\n"));
+    }
+    // Report files that cannot be written are refused before the command runs (it would
+    // have created `ran`).
+    let ran = dir.path().join("ran");
+    let touch = format!("touch {}", ran.display());
+    let nodir = dir.path().join("no/such/dir/r.json");
+    for args in [
+        vec!["--json", nodir.to_str().unwrap()],
+        vec!["-o", nodir.to_str().unwrap()],
+        vec!["--format", "html", "-o", d],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--", "sh", "-c", &touch]);
+        let o = tracer_run(&all);
+        let e = stderr(&o);
+        assert_eq!(
+            (o.status.code(), e.lines().count()),
+            (Some(125), 1),
+            "{args:?}: {e}"
+        );
+        assert!(e.starts_with("tracer: cannot write the report to "), "{e}");
+        assert!(!ran.exists(), "{args:?}: the command ran");
+    }
+}
+
+#[test]
 fn not_root_is_one_clear_line() {
     require_root();
     if Command::new("setpriv").arg("--help").output().is_err() {

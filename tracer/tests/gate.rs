@@ -79,6 +79,19 @@ fn a_suppressed_leak_passes_and_stale_suppressions_are_listed() {
     let (code, _, _) = gated(&["--suppressions", f], "file-leak");
     assert_eq!(code, Some(99));
 
+    // A field given twice is an error, not "the last one wins".
+    std::fs::write(&file, "kind=file kind=socket\n").unwrap();
+    let o = run_with_timeout(
+        Command::new(tracer()).args(["run", "--suppressions", f, "--", "true"]),
+        LIMIT,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert!(
+        e.contains(&format!("{f}:1: field \"kind\" given twice")),
+        "{e}"
+    );
+
     // A malformed file is one clear line.
     std::fs::write(&file, "kind=file colour=blue\n").unwrap();
     let o = run_with_timeout(

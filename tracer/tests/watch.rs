@@ -258,7 +258,7 @@ fn bad_pid_is_one_clear_line() {
         Command::new(tracer()).args(["--pid", "999999999"]),
         Duration::from_secs(30),
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "tracer: no process with pid 999999999\n"

@@ -119,7 +119,9 @@ fn parse_suppressions(path: &Path) -> Result<Vec<Rule>> {
                     "{origin}: unknown field {other:?} (kind, function, module, file, resource)"
                 ),
             };
-            *slot = Some(glob);
+            if slot.replace(glob).is_some() {
+                bail!("{origin}: field {field:?} given twice (all fields must match)");
+            }
         }
         rules.push(rule);
     }
@@ -163,11 +165,17 @@ fn baseline_sites(path: &Path) -> Result<HashSet<String>> {
         );
     };
     let mut sites = HashSet::new();
-    for g in processes
-        .iter()
-        .filter_map(|p| p["leaks"].as_array())
-        .flatten()
-    {
+    let mut groups = Vec::new();
+    for p in processes {
+        let Some(leaks) = p["leaks"].as_array() else {
+            bail!(
+                "the baseline {} is not a tracer JSON report (a process without \"leaks\")",
+                path.display()
+            );
+        };
+        groups.extend(leaks);
+    }
+    for g in groups {
         let stack: Vec<Frame> = serde_json::from_value(g["stack"].clone())
             .with_context(|| format!("the baseline {}: a stack is malformed", path.display()))?;
         sites.insert(identity(

@@ -37,6 +37,14 @@ pub fn render(report: &Report) -> String {
             &format!("this suppression matched nothing: {text}"),
         );
     }
+    if let Some(missing) = &report.incomplete {
+        command(
+            &mut out,
+            "warning",
+            &[("title", "tracer: record incomplete")],
+            missing,
+        );
+    }
     let findings = table::findings(report);
     let verdict = if findings.is_empty() {
         "no leaks".to_string()

@@ -116,6 +116,13 @@ fn header(out: &mut String, r: &Report) {
             encode_text(c)
         );
     }
+    if let Some(missing) = &r.incomplete {
+        let _ = writeln!(
+            out,
+            "<p class=\"fail\">Record incomplete: {}</p>",
+            encode_text(missing)
+        );
+    }
 }
 
 /// The flame graph of every group (None when no descriptor is left open).
@@ -449,6 +456,7 @@ mod tests {
                 },
             ],
             unused_suppressions: vec![],
+            incomplete: None,
         }
     }
 

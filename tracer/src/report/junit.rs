@@ -16,6 +16,9 @@ pub fn render(report: &Report) -> Result<String> {
         suite.add_property(("exit-code", code.to_string().as_str()));
     }
     suite.add_property(("events-lost", report.events.lost.to_string().as_str()));
+    if let Some(missing) = &report.incomplete {
+        suite.add_property(("incomplete", missing.as_str()));
+    }
     suite.add_test_cases(report.processes.iter().map(test_case));
     let mut junit = quick_junit::Report::new("tracer");
     junit.set_time(Duration::from_millis(report.duration_ms));

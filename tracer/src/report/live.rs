@@ -499,6 +499,7 @@ mod tests {
             coverage_lost: vec![],
             timeline: vec![],
             unused_suppressions: vec![],
+            incomplete: None,
             processes: vec![ProcessReport {
                 pid: 7,
                 ppid: 1,

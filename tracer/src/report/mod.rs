@@ -16,7 +16,7 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
@@ -59,6 +59,10 @@ pub struct Report {
     /// Suppressions (`--suppressions`) that matched no call site: stale entries to remove.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unused_suppressions: Vec<String>,
+    /// From a record that misses its later part (cut short, or stopped at `--max-size`): what
+    /// is missing. Processes running at that point get no `leak` verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// The number of descriptors a process held over time.
@@ -133,6 +137,53 @@ pub fn emit(report: &Report, out: &crate::cli::OutputArgs, text_to: TextTo) -> R
         }
     }
     Ok(())
+}
+
+/// Checks, before any work, that the report files `out` names can be written: their
+/// directory exists, they are not directories, and none of them is `reading` (the record a
+/// report is made from).
+pub fn check_outputs(out: &crate::cli::OutputArgs, reading: Option<&Path>) -> Result<()> {
+    for path in [&out.output, &out.json].into_iter().flatten() {
+        check_output(path)?;
+        if reading.is_some_and(|r| same_file(r, path)) {
+            bail!("the report {} would overwrite the record", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a report file can be created: its directory exists and it is not a directory
+/// (`-`, standard output, always can).
+pub fn check_output(path: &Path) -> Result<()> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    if path.is_dir() {
+        bail!(
+            "cannot write the report to {}: it is a directory",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write the report to {}: no directory {}",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl Report {
@@ -516,6 +567,7 @@ impl Report {
             timeline: timeline(input.acct),
             processes,
             unused_suppressions: Vec::new(),
+            incomplete: None,
         }
     }
 
@@ -1138,6 +1190,7 @@ pub(crate) fn sample_report() -> Report {
         ],
         timeline: vec![],
         unused_suppressions: vec![],
+        incomplete: None,
     }
 }
 

@@ -57,6 +57,7 @@ pub fn render(report: &Report) -> Result<String> {
             ("command", json!(report.command)),
             ("exitCode", json!(report.exit_code)),
             ("eventsLost", json!(report.events.lost)),
+            ("incomplete", json!(report.incomplete)),
         ]))
         .build();
     run.original_uri_base_ids = std::env::current_dir().ok().map(|cwd| {
@@ -203,7 +204,13 @@ fn physical(f: &Frame) -> Option<PhysicalLocation> {
         .ok()
         .and_then(|a| i64::try_from(a).ok())
         .map(|a| Address::builder().absolute_address(a).build());
-    let artifact_location = f.file.as_deref().map(artifact);
+    // A relative path outside the program's own code is relative to wherever that library was
+    // built, not to the checkout: such a frame keeps its file in its message only.
+    let artifact_location = f
+        .file
+        .as_deref()
+        .filter(|file| f.own_code || file.starts_with('/'))
+        .map(artifact);
     let region = f
         .line
         .filter(|l| *l > 0 && artifact_location.is_some())

@@ -54,6 +54,13 @@ pub fn render(report: &Report, opts: Options) -> String {
             age(report.duration_ms)
         ),
     };
+    if let Some(missing) = &report.incomplete {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint("33", &format!("record incomplete: {missing}"))
+        );
+    }
     let e = &report.events;
     let _ = writeln!(
         out,
