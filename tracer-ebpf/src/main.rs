@@ -1608,9 +1608,10 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
         foreign: 0,
         _pad: 0,
     };
-    // A traced parent's descriptors are copied; a launcher's are accounted as foreign (they
-    // are not the program's, but verification must know them).
-    l.foreign = (!copy_fds) as u32;
+    // A traced parent's descriptors are copied; a launcher's, and those a parent first seen
+    // system-wide opened before tracing began, are accounted as foreign (not the program's
+    // doing, but verification must know them).
+    l.foreign = (!copy_fds || parent.is_none()) as u32;
     if l.fdt != 0 {
         let max_fds: u32 = kread(l.fdt, off!(fdt_max_fds)).unwrap_or(0);
         // SAFETY: the callback only touches `l` and maps.

@@ -151,6 +151,9 @@ pub struct Collector {
 impl Collector {
     /// Loads and attaches the probes and starts watching mappings.
     pub fn new(opts: &ProbeOptions) -> Result<Self> {
+        crate::probes::preflight::check()?;
+        // Mapping records first: every process the probes see has its mappings recorded.
+        let maps = ProcMaps::new()?;
         let mut probes = Probes::load(opts)?;
         let ring = probes.take_events()?;
         Ok(Self {
@@ -160,7 +163,7 @@ impl Collector {
             next_totals_ns: 0,
             state: State {
                 probes,
-                maps: ProcMaps::new()?,
+                maps,
                 unwinder: Unwinder::default(),
                 memo: Memo::default(),
                 sites: Sites::default(),

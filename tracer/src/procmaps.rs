@@ -133,11 +133,16 @@ impl ProcMaps {
         self.spaces.get(&pid)
     }
 
-    /// Re-reads a live process's mappings (used when an address is not covered).
+    /// Adds what `/proc/PID/maps` says now (used when an address is not covered). Merged, never
+    /// replacing: a process that has just exited reads as empty there, while the mappings its
+    /// perf records gave are still what its stacks need.
     pub fn refresh(&mut self, pid: u32) {
         let generation = self.next_generation();
-        if let Some(space) = read_proc_maps(pid, generation) {
-            self.spaces.insert(pid, space);
+        if let Some(fresh) = read_proc_maps(pid, generation) {
+            let space = self.spaces.entry(pid).or_default();
+            for m in fresh.mappings {
+                space.insert(m, generation);
+            }
         }
     }
 
@@ -161,15 +166,20 @@ fn apply(
                 return;
             }
             let path = Path::new(std::ffi::OsStr::from_bytes(&m.filename));
-            spaces.entry(m.pid).or_default().insert(
-                Mapping {
-                    start: m.addr,
-                    end: m.addr + m.len,
-                    pgoff: m.pgoff,
-                    path: Arc::from(path),
-                },
-                *generation,
-            );
+            // A process first met through one of its mapping records (records began while it
+            // was loading) starts from what /proc says, or it would lack what it mapped before.
+            spaces
+                .entry(m.pid)
+                .or_insert_with(|| read_proc_maps(m.pid, *generation).unwrap_or_default())
+                .insert(
+                    Mapping {
+                        start: m.addr,
+                        end: m.addr + m.len,
+                        pgoff: m.pgoff,
+                        path: Arc::from(path),
+                    },
+                    *generation,
+                );
         }
         // Records from different CPUs arrive out of order, so neither an exec nor a fork may
         // discard mappings: an exec's new mappings replace whatever they overlap (nothing else

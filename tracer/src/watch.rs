@@ -58,7 +58,6 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
         cgroup: args.cgroup.clone(),
     };
     let mut collector = Collector::new(&opts)?;
-    collector.state.probes.exclude(std::process::id())?;
     if let Some(r) = &record {
         let begin = crate::run::begin(&command_line(&args), !args.pids.is_empty(), true);
         collector.record_to(r.path, r.max_bytes, begin)?;

@@ -93,9 +93,8 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Checks privileges and kernel features, loads the programs and attaches them.
+    /// Loads the programs and attaches them (after [`preflight::check`]).
     pub fn load(opts: &ProbeOptions) -> Result<Self> {
-        preflight::check()?;
         let ring_bytes = opts.ring_bytes.next_power_of_two();
         let (cgroup_id, cgroup_level) = match &opts.filter.cgroup {
             Some(path) => cgroup_filter(path)?,
@@ -138,17 +137,16 @@ impl Probes {
             seq.set(0, PerCpuValues::try_from(seeds)?, 0)
                 .context("seeding acquisition ids")?;
         }
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
-        for name in ["sys_enter", "sys_exit"] {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
-                .try_into()?;
-            p.load(name, &btf)
-                .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
-            p.attach()
-                .map_err(|e| anyhow!("attaching to tp_btf/{name}: {e}"))?;
+        {
+            // tracer itself is never traced, not even while it attaches (system-wide, its own
+            // bpf() and perf_event_open() calls would be).
+            let mut traced: HashMap<_, u32, ProcState> =
+                HashMap::try_from(map(&mut ebpf, "TRACED")?)?;
+            traced
+                .insert(std::process::id(), ProcState::default(), 0)
+                .context("excluding tracer from tracing")?;
         }
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
         for (prog, tp) in [
             ("proc_fork", "sched_process_fork"),
             ("proc_exec", "sched_process_exec"),
@@ -191,6 +189,18 @@ impl Probes {
             lost_coverage
                 .push("io_uring requests are not followed (kernel BTF lacks io_kiocb)".into());
         }
+        // The syscall hooks go last: once they see a process, its forks, execs and exit are
+        // seen too (a process living only while tracer attaches is still whole).
+        for name in ["sys_enter", "sys_exit"] {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
+                .try_into()?;
+            p.load(name, &btf)
+                .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
+            p.attach()
+                .map_err(|e| anyhow!("attaching to tp_btf/{name}: {e}"))?;
+        }
         Ok(Self {
             ebpf,
             lost_coverage,
@@ -226,15 +236,6 @@ impl Probes {
         let mut m: HashMap<_, FdKey, FdEntry> =
             HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?;
         Ok(m.insert(FdKey { tgid, fd }, entry, BPF_NOEXIST)?)
-    }
-
-    /// Keeps `tgid` out of system-wide tracing (tracer itself).
-    pub fn exclude(&mut self, tgid: u32) -> Result<()> {
-        let mut traced: HashMap<_, u32, ProcState> =
-            HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
-        traced
-            .insert(tgid, ProcState::default(), 0)
-            .with_context(|| format!("excluding pid {tgid}"))
     }
 
     /// Removes `tgid` from the in-kernel filter.
