@@ -1639,6 +1639,24 @@ extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
     let fd = fd as u32;
     let key = FdKey { tgid: l.tgid, fd };
     if OPEN_FDS.get_ptr(&key).is_none() {
+        // A process selected system-wide from this exec on (by its new name) holds what its
+        // unseen parent gave it: foreign, known to verification.
+        if l.foreign != 0 && fd < l.last && l.is_open(fd) {
+            let entry = FdEntry {
+                seq: 0,
+                ts_ns: 0,
+                tid: 0,
+                origin_tgid: 0,
+                syscall: 0,
+                flags: fd_flag::FOREIGN | fd_flag::INHERITED,
+                _pad: 0,
+                sk: 0,
+                file: fd_file(l.fdt, fd as i32),
+            };
+            if OPEN_FDS.insert(&key, &entry, 0).is_err() {
+                bump(counter::FD_MAP_FULL, 1);
+            }
+        }
         return 0;
     }
     if fd >= l.last || !l.is_open(fd) {
@@ -1675,7 +1693,9 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
         word: 0,
         word_index: u32::MAX,
         count: 0,
-        foreign: 0,
+        // Traced without registration: selected system-wide.
+        // SAFETY: read-only lookup.
+        foreign: unsafe { TRACED.get(&tgid) }.is_none() as u32,
         _pad: 0,
     };
     let scan = if scan > max_fds { scan } else { max_fds };

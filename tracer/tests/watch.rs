@@ -305,3 +305,66 @@ fn system_wide_by_name_finds_the_leaking_process() {
     );
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 }
+
+#[test]
+fn system_wide_sees_a_short_lived_process_whole() {
+    require_root();
+    let Some(bin) = common::program("c-leaky") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("report.json");
+    let mut tracer = Command::new(tracer())
+        .args([
+            "--comm",
+            "c-leaky",
+            "--interval",
+            "1",
+            "--duration",
+            "5",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tracer");
+    // The first live frame means every probe is attached.
+    let stdout = tracer.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(());
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("tracer printed its live view");
+    // Started by this (untraced) test and gone within milliseconds.
+    let leaky = run_with_timeout(Command::new(&bin).arg("2"), Duration::from_secs(30));
+    assert!(leaky.status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tracer.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "tracer did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).unwrap();
+    let p = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "c-leaky")
+        .unwrap_or_else(|| panic!("c-leaky in {report:#}"));
+    assert_eq!(p["exit_code"], 0, "{p:#}");
+    // Its inherited descriptors (stdin, ...) are the untraced parent's: accounted as such.
+    assert_eq!(p["verify"]["status"], "exact", "{p:#}");
+    let g = p["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| frame(g, "leak_file").is_some())
+        .unwrap_or_else(|| panic!("a stack through leak_file: {p:#}"));
+    assert_eq!(g["count"], 2);
+    assert!(frame(g, "main").is_some(), "{g:#}");
+    assert_eq!(report["events"]["drops"]["stacks_unmapped"], 0);
+}
