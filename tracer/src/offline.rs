@@ -43,8 +43,8 @@ pub fn report(args: ReportArgs) -> Result<i32> {
     });
     let (mut counters, stats) = rec.totals;
     if rec.end.is_none() {
-        counters.acquired = counters.acquired.max(rec.replayed.0);
-        counters.released = counters.released.max(rec.replayed.1);
+        // The kernel's counters ran ahead of what the record kept: count what it holds.
+        (counters.acquired, counters.released) = rec.replayed;
     }
     let mut report = Report::build(report::Inputs {
         command: rec.begin.command.clone(),
