@@ -96,11 +96,12 @@ pub struct CaptureArgs {
     /// stacks). Deep async stacks (tokio, hyper) need the default or more.
     #[arg(long, value_name = "BYTES", default_value_t = 32768, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub stack_size: u32,
-    /// Capacity of the kernel's table of outstanding descriptors.
-    #[arg(long, value_name = "N", default_value_t = 262_144)]
+    /// Capacity of the kernel's table of outstanding descriptors (at most 4194304: about 80
+    /// bytes of kernel memory each).
+    #[arg(long, value_name = "N", default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
     pub max_fds: u32,
-    /// Kernel-to-collector ring buffer size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    /// Kernel-to-collector ring buffer size in MiB (at most 1024).
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_mib: u32,
     /// Check the accounting of processes still running at the end against /proc/PID/fd
     /// (default; processes that exit are always checked by the kernel at their exit).

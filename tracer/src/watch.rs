@@ -3,7 +3,8 @@
 //! SIGTERM, `--duration`, or when the attached processes have all exited.
 use std::{
     collections::HashMap,
-    io::{IsTerminal, Write as _},
+    io::{IsTerminal, Write},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -75,7 +76,20 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
         top: TOP_SITES,
     });
     let mut symbolizer = Symbolizer::default();
-    let tty = std::io::stdout().is_terminal();
+    // `--json -` keeps standard output for the JSON: the view and the report go to stderr.
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let view = || -> Box<dyn Write> {
+        if json_to_stdout {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
+    };
+    let tty = if json_to_stdout {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(args.interval));
@@ -107,7 +121,7 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
                 }
                 let (mut report, facts) = snapshot(&collecting, &args, &mut symbolizer, started);
                 let frame = live.update(&mut report, &facts, started.elapsed().as_secs_f64(), system_wide);
-                let mut out = std::io::stdout().lock();
+                let mut out = view();
                 let _ = out.write_all(report::live::render(&frame, tty, tty).as_bytes());
                 let _ = out.flush();
                 if !system_wide && report.processes.iter().all(|p| !p.running) {
@@ -168,7 +182,7 @@ pub async fn watch_with(args: WatchArgs, record: Option<RecordTo<'_>>) -> Result
         End::Duration => "--duration reached",
         End::TargetsExited => "the watched processes exited",
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = view();
     let _ = writeln!(out, "\ntracer: stopped ({why}); final report:");
     let _ = out.write_all(
         report::table::render(&report, report::table::Options { color: tty }).as_bytes(),

@@ -51,6 +51,8 @@ pub struct LiveProc {
     pub eta_s: Option<f64>,
     pub events_per_s: f64,
     pub pre_existing: usize,
+    /// Of those, sockets in CLOSE_WAIT.
+    pub pre_close_wait: usize,
     /// "EMFILE ×12 at f (file:line)".
     pub limit_hits: Vec<String>,
     pub sites: Vec<LiveSite>,
@@ -199,6 +201,12 @@ impl LiveState {
             eta_s,
             events_per_s,
             pre_existing: p.pre_existing.as_ref().map_or(0, Vec::len),
+            pre_close_wait: p
+                .pre_existing
+                .iter()
+                .flatten()
+                .filter(|d| d.close_wait)
+                .count(),
             limit_hits: p
                 .limit_hits
                 .iter()
@@ -218,6 +226,12 @@ impl LiveState {
 
     fn update_site(&mut self, pid: u32, g: &mut Group, elapsed_s: f64, dt: f64) -> LiveSite {
         let h = self.sites.entry((pid, g.site.clone())).or_default();
+        if h.counts.is_empty() {
+            // Everything a site holds was opened under observation: it held none one interval
+            // ago (at attach, for the first frame).
+            h.counts.push_back(0);
+            h.first = Some(((elapsed_s - dt).max(0.0), 0));
+        }
         let previous = h.counts.back().copied();
         h.counts.push_back(g.count);
         while h.counts.len() > GROWING_INTERVALS + 1 {
@@ -226,7 +240,7 @@ impl LiveState {
         let acquired_total = g.acquired + g.inherited;
         let acquired_per_s = acquired_total.saturating_sub(h.acquired) as f64 / dt;
         let released_per_s = g.released.saturating_sub(h.released) as f64 / dt;
-        let acquiring = acquired_total > h.acquired && previous.is_some();
+        let acquiring = acquired_total > h.acquired;
         h.acquired = acquired_total;
         h.released = g.released;
         let first = *h.first.get_or_insert((elapsed_s, g.count));
@@ -389,10 +403,13 @@ fn proc_header(p: &LiveProc, paint: &dyn Fn(&str, &str) -> String) -> String {
         .ended
         .as_ref()
         .map_or(String::new(), |e| format!(" — {}", paint("1;33", e)));
-    let pre = if p.pre_existing > 0 {
-        format!("; {} open before attach", p.pre_existing)
-    } else {
-        String::new()
+    let pre = match (p.pre_existing, p.pre_close_wait) {
+        (0, _) => String::new(),
+        (n, 0) => format!("; {n} open before attach"),
+        (n, cw) => format!(
+            "; {n} open before attach, {}",
+            paint("1;31", &format!("{cw} of them sockets in CLOSE_WAIT"))
+        ),
     };
     format!(
         "{} {}: {fds}{growth}{eta}; {:.1} events/s{pre}{ended}",
@@ -553,7 +570,8 @@ mod tests {
                 assert_eq!(p.sites[0].acquired_per_s, 10.0);
             }
         }
-        assert_eq!(suspects, [false, false, false, true]);
+        // Growing since attach (0, 10, 20, 30): suspect at the third frame.
+        assert_eq!(suspects, [false, false, true, true]);
     }
 
     #[test]
@@ -564,10 +582,14 @@ mod tests {
         });
         let facts = HashMap::new();
         let mut r = report(5, 5);
-        assert!(!live.update(&mut r, &facts, 1.0, false).procs[0].sites[0].suspect);
+        live.update(&mut r, &facts, 1.0, false);
+        // Old, but nothing acquired since: not a suspect.
+        let mut r = report(5, 5);
+        r.processes[0].leaks[0].verdict = Verdict::Unclosed;
+        assert!(!live.update(&mut r, &facts, 2.0, false).procs[0].sites[0].suspect);
         let mut r = report(5, 6);
         r.processes[0].leaks[0].verdict = Verdict::Unclosed;
-        let f = live.update(&mut r, &facts, 2.0, false);
+        let f = live.update(&mut r, &facts, 3.0, false);
         assert!(f.procs[0].sites[0].suspect);
         assert_eq!(r.processes[0].leaks[0].verdict, Verdict::Suspect);
     }

@@ -348,6 +348,9 @@ pub struct PreExisting {
     pub fd: u32,
     pub kind: Kind,
     pub resource: String,
+    /// A socket in CLOSE_WAIT: the peer closed it, this process never did.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub close_wait: bool,
 }
 
 /// Failed acquisitions (EMFILE: the process's limit; ENFILE: the system's) from one call site.
@@ -637,6 +640,8 @@ fn process_report(
                 fd,
                 kind: acq.kind,
                 resource: acq.resource.to_string(),
+                close_wait: matches!(&acq.resource, Resource::Socket(info)
+                    if matches!(info.state, Some((CLOSE_WAIT, _)))),
             });
         } else if fd >= FIRST_REPORTED_FD {
             let origin = if held.across_exec {

@@ -173,16 +173,19 @@ pub fn render(report: &Report, opts: Options) -> String {
 pub fn findings(report: &Report) -> Vec<String> {
     let groups = || report.processes.iter().flat_map(|p| p.leaks.iter());
     let new = |g: &&Group| g.suppressed.is_none() && !g.in_baseline;
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
     let mut findings = Vec::new();
-    for (v, what) in [
-        (Verdict::Leak, "leaking call site"),
-        (Verdict::Inherited, "call site leaking into exec'd programs"),
-        (Verdict::Suspect, "suspect call site"),
+    for (v, one, many) in [
+        (Verdict::Leak, "leaking call site", "leaking call sites"),
+        (
+            Verdict::Inherited,
+            "call site leaking into exec'd programs",
+            "call sites leaking into exec'd programs",
+        ),
+        (Verdict::Suspect, "suspect call site", "suspect call sites"),
     ] {
         let n = groups().filter(new).filter(|g| g.verdict == v).count();
         if n > 0 {
-            findings.push(format!("{n} {what}{}", plural(n)));
+            findings.push(format!("{n} {}", if n == 1 { one } else { many }));
         }
     }
     let known = groups()
@@ -304,6 +307,22 @@ fn render_process(
             pre.len(),
             kinds.join(", ")
         );
+        let close_wait: Vec<&str> = pre
+            .iter()
+            .filter(|d| d.close_wait)
+            .map(|d| d.resource.as_str())
+            .collect();
+        if !close_wait.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {}: the peer closed them, this process never did (e.g. {})",
+                paint(
+                    "1;31",
+                    &format!("{} of them are sockets in CLOSE_WAIT", close_wait.len())
+                ),
+                close_wait[0]
+            );
+        }
     }
     if p.leaks.is_empty() {
         return;
@@ -333,14 +352,20 @@ fn render_process(
     let mut table = Table::new(rows);
     table.with(Style::rounded());
     let _ = writeln!(out, "{table}");
-    for (i, g) in p
+    let detailed: Vec<&Group> = p
         .leaks
         .iter()
         .filter(|g| g.verdict != Verdict::Unclosed || g.close_wait > 0)
-        .take(MAX_DETAILED)
-        .enumerate()
-    {
+        .collect();
+    for (i, g) in detailed.iter().take(MAX_DETAILED).enumerate() {
         render_group(out, i + 1, g, paint);
+    }
+    if detailed.len() > MAX_DETAILED {
+        let _ = writeln!(
+            out,
+            "\n  ... {} more call sites like these: every stack is in the JSON report (--json)",
+            detailed.len() - MAX_DETAILED
+        );
     }
     let forked = p
         .leaks
@@ -363,7 +388,7 @@ fn render_process(
     if unclosed > 0 && p.running {
         let _ = writeln!(
             out,
-            "  ({unclosed} {sites} with descriptors open while the process runs, not growing: not suspects)"
+            "  ({unclosed} {sites} with descriptors open while the process runs, not (yet) growing for 3 intervals: not suspects)"
         );
     } else if unclosed > 0 {
         let _ = writeln!(
