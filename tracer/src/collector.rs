@@ -215,9 +215,7 @@ impl Collector {
     pub fn attach(&mut self, pid: u32) -> Result<usize> {
         procfs::check_pid(pid)?;
         self.state.probes.trace(pid, true)?;
-        let fds = procfs::open_fds(pid)?;
-        let acct = &mut self.state.acct;
-        acct.describe(
+        self.state.acct.describe(
             pid,
             Described {
                 started_ns: Some(crate::probes::monotonic_ns()),
@@ -225,27 +223,7 @@ impl Collector {
                 ..procfs::describe(pid)
             },
         );
-        let mut adopted = 0;
-        for f in fds {
-            self.state.pre_seq += 1;
-            let seq = PRE_EXISTING_SEQ | self.state.pre_seq;
-            let entry = FdEntry {
-                seq,
-                tid: pid,
-                origin_tgid: pid,
-                syscall: sys::PRE_EXISTING,
-                ..Default::default()
-            };
-            if self.state.probes.adopt(pid, f.fd, &entry).is_ok() {
-                let key = GroupKey {
-                    site: None,
-                    syscall: sys::PRE_EXISTING,
-                };
-                acct.pre_existing(pid, f.fd, seq, Acquisition::new(key, f.kind, f.resource, 0));
-                adopted += 1;
-            }
-        }
-        Ok(adopted)
+        self.state.adopt_open(pid)
     }
 
     /// Records everything from now on to `path` (the accounting's journal, symbolized call
@@ -344,6 +322,34 @@ impl Collector {
 }
 
 impl State {
+    /// Accounts the descriptors `pid` holds now and tracer has not seen acquired as
+    /// pre-existing (origin unknown); returns how many.
+    fn adopt_open(&mut self, pid: u32) -> Result<usize> {
+        let mut adopted = 0;
+        for f in procfs::open_fds(pid)? {
+            self.pre_seq += 1;
+            let seq = PRE_EXISTING_SEQ | self.pre_seq;
+            let entry = FdEntry {
+                seq,
+                tid: pid,
+                origin_tgid: pid,
+                syscall: sys::PRE_EXISTING,
+                ..Default::default()
+            };
+            // Refused for descriptors the kernel accounted already (acquired since tracing).
+            if self.probes.adopt(pid, f.fd, &entry).is_ok() {
+                let key = GroupKey {
+                    site: None,
+                    syscall: sys::PRE_EXISTING,
+                };
+                let acq = Acquisition::new(key, f.kind, f.resource, 0);
+                self.acct.pre_existing(pid, f.fd, seq, acq);
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
     fn handle(&mut self, ev: Event<'_>) {
         match ev {
             Event::Acquire(a, stack) => self.on_acquire(a, stack),
@@ -411,7 +417,8 @@ impl State {
     fn on_acquire(&mut self, a: Box<AcquireEvent>, stack: &[u8]) {
         let pid = a.header.tgid;
         if self.acct.process(pid).is_none() {
-            // First seen here (system-wide): who is it?
+            // First seen here (system-wide), neither forked nor exec'd under observation: a
+            // process that was running before tracing began. Who is it, what did it hold?
             self.acct.describe(
                 pid,
                 Described {
@@ -419,6 +426,7 @@ impl State {
                     ..procfs::describe(pid)
                 },
             );
+            let _ = self.adopt_open(pid);
         }
         let site = self.site_of(&a, stack);
         let key = GroupKey {

@@ -284,6 +284,9 @@ fn system_wide_by_name_finds_the_leaking_process() {
     let p = process(&report, pid);
     assert_eq!(p["comm"], "leaky-server");
     assert!(p.get("pre_existing").is_none());
+    // Running before tracer: what it held then is adopted at first sight, so its accounting
+    // matches its descriptor table.
+    assert_eq!(p["verify"]["status"], "exact", "{p:#}");
     let g = p["leaks"]
         .as_array()
         .unwrap()
