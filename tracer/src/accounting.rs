@@ -269,6 +269,8 @@ pub enum Change {
         pid: u32,
         ts_ns: u64,
     },
+    /// The file an acquisition opened by path was unlinked.
+    Unlinked(u64),
 }
 
 impl Change {
@@ -285,6 +287,9 @@ impl Change {
         }
     }
 }
+
+/// Appended to the path of a file unlinked while held, as /proc shows it.
+const DELETED: &str = " (deleted)";
 
 /// Most released acquisitions remembered because they were sent to another process.
 const PASSED_MEMORY: usize = 65536;
@@ -352,6 +357,7 @@ impl Accounting {
             } => self.failure(pid, key, errno, fd, ts_ns),
             Change::Verified(pid, v) => self.verified(pid, *v),
             Change::Socket(seq, info) => self.annotate_socket(seq, |i| *i = *info),
+            Change::Unlinked(seq) => self.unlinked(seq),
             Change::MarkPassed(seq) => self.mark_passed(seq),
             Change::Fork {
                 parent,
@@ -561,6 +567,36 @@ impl Accounting {
             let info = info.clone();
             self.log(|| Change::Socket(seq, Box::new(info)));
         }
+    }
+
+    /// The file acquisition `seq` opened was unlinked: its path says so.
+    pub fn unlinked(&mut self, seq: u64) {
+        if let Some(Acquisition {
+            resource: Resource::Path(path),
+            ..
+        }) = self.acqs.get_mut(&seq)
+            && !path.ends_with(DELETED)
+        {
+            path.push_str(DELETED);
+            self.log(|| Change::Unlinked(seq));
+        }
+    }
+
+    /// Acquisitions by path still held, with their paths (to look for unlinked files).
+    pub fn held_paths(&self) -> Vec<(u64, String)> {
+        let mut seen = HashSet::new();
+        self.procs
+            .values()
+            .flat_map(|p| p.open.values())
+            .filter(|h| seen.insert(h.seq))
+            .filter_map(|h| match self.acqs.get(&h.seq) {
+                Some(Acquisition {
+                    resource: Resource::Path(path),
+                    ..
+                }) if !path.ends_with(DELETED) => Some((h.seq, path.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A new process: starts with a copy of its parent's descriptors.

@@ -315,6 +315,16 @@ impl Collector {
                 self.state.acct.verified(pid, v);
             }
         }
+        // Files held at the end whose path is gone were unlinked while held (as /proc says
+        // "(deleted)"); a path created anew since is not noticed.
+        for (seq, path) in self.state.acct.held_paths() {
+            if path.starts_with('/')
+                && fs::symlink_metadata(&path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                self.state.acct.unlinked(seq);
+            }
+        }
         self.state.stats.mappings_lost = self.state.maps.lost;
         self.record(None, None);
         self.state.probes.counters()

@@ -26,11 +26,23 @@ pub struct OpenFd {
 
 /// Fails with one clear line unless `pid` is a live process.
 pub fn check_pid(pid: u32) -> Result<()> {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) if !stat.contains(") Z ") => Ok(()),
-        Ok(_) => bail!("process {pid} has exited (it is a zombie)"),
-        Err(_) => bail!("no process with pid {pid}"),
+    /// `PF_KTHREAD` in the flags of /proc/PID/stat.
+    const KERNEL_THREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        bail!("no process with pid {pid}");
+    };
+    // After "pid (comm) ": state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    if fields.first() == Some(&"Z") {
+        bail!("process {pid} has exited (it is a zombie)");
     }
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & KERNEL_THREAD != 0 {
+        bail!("pid {pid} is a kernel thread: it holds no descriptors to trace");
+    }
+    Ok(())
 }
 
 /// The process's name (`comm`).

@@ -65,6 +65,25 @@ fn what_cannot_run_or_be_written_fails_before_the_command_runs() {
 }
 
 #[test]
+fn files_unlinked_while_held_say_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!("exec 3>{d}/gone; rm {d}/gone; exec 4>{d}/kept; exit 0");
+    let t = trace(&[], &[&"sh", &"-c", &script], LIMIT);
+    let resources: Vec<String> = t
+        .groups()
+        .iter()
+        .flat_map(|g| g["resources"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        resources.contains(&format!("{d}/gone (deleted)")),
+        "{resources:?}"
+    );
+    assert!(resources.contains(&format!("{d}/kept")), "{resources:?}");
+}
+
+#[test]
 fn not_root_is_one_clear_line() {
     require_root();
     if Command::new("setpriv").arg("--help").output().is_err() {

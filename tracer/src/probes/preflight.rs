@@ -113,6 +113,9 @@ pub fn tracefs() -> Result<String> {
     if Path::new(path).join("events").exists() {
         return Ok(path.into());
     }
+    if std::fs::read_dir(path).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+        bail!("{path} is not readable (it needs root)");
+    }
     let c = std::ffi::CString::new(path)?;
     let fs = c"tracefs";
     // SAFETY: valid NUL-terminated strings; no data argument.
