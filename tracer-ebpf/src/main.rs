@@ -1539,17 +1539,7 @@ extern "C" fn fork_step(fd: u64, ctx: *mut c_void) -> i64 {
             e.flags |= fd_flag::INHERITED;
             e
         }
-        None if l.foreign != 0 => FdEntry {
-            seq: 0,
-            ts_ns: 0,
-            tid: 0,
-            origin_tgid: 0,
-            syscall: 0,
-            flags: fd_flag::FOREIGN | fd_flag::INHERITED,
-            _pad: 0,
-            sk: 0,
-            file: fd_file(l.fdt, fd as i32),
-        },
+        None if l.foreign != 0 => foreign_entry(l.fdt, fd),
         None => return 0,
     };
     if OPEN_FDS
@@ -1633,6 +1623,23 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
 
 /// bpf_loop callback of exec: releases tracked descriptors that exec closed.
 #[inline(never)]
+/// The entry of a descriptor received from outside the traced tree (a launcher, or a parent
+/// tracer never saw): not the program's, but known to verification.
+#[inline(always)]
+fn foreign_entry(fdt: u64, fd: u32) -> FdEntry {
+    FdEntry {
+        seq: 0,
+        ts_ns: 0,
+        tid: 0,
+        origin_tgid: 0,
+        syscall: 0,
+        flags: fd_flag::FOREIGN | fd_flag::INHERITED,
+        _pad: 0,
+        sk: 0,
+        file: fd_file(fdt, fd as i32),
+    }
+}
+
 extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the caller's FdLoop.
     let l = unsafe { &mut *(ctx as *mut FdLoop) };
@@ -1642,18 +1649,7 @@ extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
         // A process selected system-wide from this exec on (by its new name) holds what its
         // unseen parent gave it: foreign, known to verification.
         if l.foreign != 0 && fd < l.last && l.is_open(fd) {
-            let entry = FdEntry {
-                seq: 0,
-                ts_ns: 0,
-                tid: 0,
-                origin_tgid: 0,
-                syscall: 0,
-                flags: fd_flag::FOREIGN | fd_flag::INHERITED,
-                _pad: 0,
-                sk: 0,
-                file: fd_file(l.fdt, fd as i32),
-            };
-            if OPEN_FDS.insert(&key, &entry, 0).is_err() {
+            if OPEN_FDS.insert(&key, &foreign_entry(l.fdt, fd), 0).is_err() {
                 bump(counter::FD_MAP_FULL, 1);
             }
         }

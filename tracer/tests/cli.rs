@@ -4,7 +4,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{program, require_root, run_with_timeout, trace, tracer};
+use common::{program, require_root, run_with_timeout, trace, tracer, tracer_as_nobody};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -86,22 +86,11 @@ fn files_unlinked_while_held_say_deleted() {
 #[test]
 fn not_root_is_one_clear_line() {
     require_root();
-    if Command::new("setpriv").arg("--help").output().is_err() {
+    let Some(mut nobody) = tracer_as_nobody() else {
         eprintln!("SKIPPED: setpriv (util-linux) is not installed");
         return;
-    }
-    let o = run_with_timeout(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(tracer())
-            .args(["run", "--", "true"]),
-        LIMIT,
-    );
+    };
+    let o = run_with_timeout(nobody.args(["run", "--", "true"]), LIMIT);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
@@ -300,22 +289,11 @@ fn doctor_loads_each_program_type_and_traces_end_to_end() {
 #[test]
 fn doctor_without_privileges_names_the_missing_must_have() {
     require_root();
-    if Command::new("setpriv").arg("--help").output().is_err() {
+    let Some(mut nobody) = tracer_as_nobody() else {
         eprintln!("SKIPPED: setpriv (util-linux) is not installed");
         return;
-    }
-    let o = run_with_timeout(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(tracer())
-            .arg("doctor"),
-        LIMIT,
-    );
+    };
+    let o = run_with_timeout(nobody.arg("doctor"), LIMIT);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
     let last = out.trim_end().lines().last().unwrap_or_default();

@@ -19,24 +19,33 @@ fn stderr(o: &Output) -> String {
 
 /// `tracer report ARGS` as an unprivileged user (nobody), when setpriv exists.
 fn report_unprivileged(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = if Command::new("setpriv").arg("--help").output().is_ok() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(tracer());
-        c
-    } else {
-        Command::new(tracer())
-    };
+    let mut c = common::tracer_as_nobody().unwrap_or_else(|| Command::new(tracer()));
     c.arg("report");
     for a in args {
         c.arg(a);
     }
     run_with_timeout(&mut c, LIMIT)
+}
+
+/// `tracer report REC --format json` as nobody (REC made readable first): its output and the
+/// report.
+fn report_json(dir: &Path, rec: &Path) -> (Output, serde_json::Value) {
+    std::fs::set_permissions(rec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let json = dir.join("r.json");
+    let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (r, report)
+}
+
+/// The process with this pid in a JSON report.
+fn process(report: &serde_json::Value, pid: u32) -> &serde_json::Value {
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} in {report:#}"))
 }
 
 /// A directory anyone can read and write (the unprivileged report writes there).
@@ -251,28 +260,18 @@ fn record_attaches_to_a_running_process() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start the demo");
-    let pid = target.id().to_string();
+    let pid = target.id();
     let o = run_with_timeout(
         Command::new(tracer())
             .args(["record", "-o"])
             .arg(&rec)
-            .args(["--pid", &pid, "--duration", "30"]),
+            .args(["--pid", &pid.to_string(), "--duration", "30"]),
         LIMIT,
     );
     let _ = target.wait();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let json = dir.path().join("r.json");
-    let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
-    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let p = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid.as_str()))
-        .expect("the attached process");
+    let (_, report) = report_json(dir.path(), &rec);
+    let p = process(&report, pid);
     assert!(p["pre_existing"].is_array(), "{p:#}");
     assert_eq!(p["verify"]["status"], "exact", "{p:#}");
 }
@@ -287,11 +286,11 @@ fn a_recorder_killed_with_sigkill_leaves_a_readable_record() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start the demo");
-    let pid = target.id().to_string();
+    let pid = target.id();
     let mut recorder = Command::new(tracer())
         .args(["record", "-o"])
         .arg(&rec)
-        .args(["--pid", &pid, "--duration", "60"])
+        .args(["--pid", &pid.to_string(), "--duration", "60"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start tracer record");
@@ -302,23 +301,13 @@ fn a_recorder_killed_with_sigkill_leaves_a_readable_record() {
     let _ = target.kill();
     let _ = target.wait();
 
-    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let json = dir.path().join("r.json");
-    let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
+    let (r, report) = report_json(dir.path(), &rec);
     let e = stderr(&r);
-    assert_eq!(r.status.code(), Some(0), "{e}");
     assert!(
         e.contains("has no end (the recording was interrupted)"),
         "{e}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let p = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid.as_str()))
-        .expect("the recorded process");
+    let p = process(&report, pid);
     // What was recorded before the kill is there, with its symbolized stack.
     let g = p["leaks"]
         .as_array()

@@ -219,6 +219,20 @@ pub fn frame<'a>(group: &'a Value, function: &str) -> Option<&'a Value> {
     })
 }
 
+/// `tracer` run as user nobody without capabilities (setpriv), or None without setpriv.
+pub fn tracer_as_nobody() -> Option<Command> {
+    Command::new("setpriv").arg("--help").output().ok()?;
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(tracer());
+    Some(c)
+}
+
 /// Runs `tracer run --json` on a command and parses the report.
 pub fn trace(tracer_args: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>], limit: Duration) -> Traced {
     require_root();
