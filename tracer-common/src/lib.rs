@@ -386,6 +386,25 @@ pub struct ExecEvent {
 /// Most descriptor numbers listed per kind of mismatch in [`ExitEvent`].
 pub const VERIFY_LIST: usize = 8;
 
+/// Why the kernel could not compare a process's table with its accounting
+/// ([`ExitEvent::unverified`]; 0: it could). Verification fails closed: any of these makes the
+/// comparison "unverified", never "exact".
+pub mod unverified {
+    /// The task's descriptor table could not be read.
+    pub const NO_TABLE: u32 = 1;
+    /// The table's size could not be read.
+    pub const NO_SIZE: u32 = 2;
+    /// The table has more slots than one kernel loop may visit.
+    pub const TOO_LARGE: u32 = 3;
+    /// A word of the open-descriptor bitmap or an entry of the file array could not be read.
+    pub const READ_FAILED: u32 = 4;
+    /// The kernel refused the loop over the table.
+    pub const LOOP_FAILED: u32 = 5;
+}
+
+/// Most descriptor-table slots a kernel loop visits (the kernel's `BPF_MAX_LOOPS`).
+pub const MAX_LOOP_SLOTS: u32 = 1 << 23;
+
 /// The last thread of a traced process exited. Its descriptor table, still intact at this
 /// point, was compared with the accounting (kernel-side verification). Descriptors inherited
 /// from outside the traced tree count as accounted.
@@ -405,6 +424,9 @@ pub struct ExitEvent {
     pub phantom: u32,
     /// Open and accounted, but the number now refers to another file than the one accounted.
     pub wrong: u32,
+    /// [`unverified`] reason (0: the comparison is complete), and the table size it concerns.
+    pub unverified: u32,
+    pub table_size: u32,
     /// The first missing, phantom and wrong descriptor numbers.
     pub missing_fds: [u32; VERIFY_LIST],
     pub phantom_fds: [u32; VERIFY_LIST],

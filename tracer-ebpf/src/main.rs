@@ -42,9 +42,10 @@ use aya_ebpf::{
 use tracer_common::{
     AcquireEvent, CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, Config, EventHeader, ExecEvent,
     ExitEvent, F_DUPFD, F_DUPFD_CLOEXEC, FdEntry, FdKey, ForkEvent, IoCompleteEvent, IoReq,
-    KernelOffsets, MAX_PROCS, MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, Passed, ProcState,
-    ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent, SockOwner, SockStateEvent, UserRegs,
-    VERIFY_LIST, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release, syscall,
+    KernelOffsets, MAX_LOOP_SLOTS, MAX_PROCS, MEMO_WORDS, MemoKey, MemoSig, NAME_MAX, Passed,
+    ProcState, ReleaseEvent, SOCKADDR_MAX, STACK_CLASSES, SockAddrEvent, SockOwner, SockStateEvent,
+    UserRegs, VERIFY_LIST, counter, event, fd_flag, memo_mix, memo_seed, proc_flag, release,
+    syscall, unverified,
 };
 
 /// Written by userspace before load (kernel offsets, stack size).
@@ -292,11 +293,11 @@ fn current_fdt() -> Option<u64> {
     task_fdt(unsafe { bpf_get_current_task() })
 }
 
-/// Word `fd / 64` of the table's open-descriptor bitmap.
+/// Word `fd / 64` of the table's open-descriptor bitmap (None if unreadable).
 #[inline(always)]
-fn open_word(fdt: u64, fd: u32) -> u64 {
-    let bits: u64 = kread(fdt, off!(fdt_open_fds)).unwrap_or(0);
-    kread(bits, (fd as u64 / 64) * 8).unwrap_or(0)
+fn open_word(fdt: u64, fd: u32) -> Option<u64> {
+    let bits: u64 = kread(fdt, off!(fdt_open_fds))?;
+    kread(bits, (fd as u64 / 64) * 8)
 }
 
 /// The open file (`struct file *`) behind `fd` in table `fdt` (0 if none).
@@ -1458,7 +1459,7 @@ impl FdLoop {
     fn is_open(&mut self, fd: u32) -> bool {
         let index = fd / 64;
         if index != self.word_index {
-            self.word = open_word(self.fdt, fd);
+            self.word = open_word(self.fdt, fd).unwrap_or(0);
             self.word_index = index;
         }
         self.word & (1u64 << (fd % 64)) != 0
@@ -1736,7 +1737,8 @@ struct VerifyLoop {
     files: u64,
     word: u64,
     word_index: u32,
-    _pad: u32,
+    /// Kernel reads that failed (any makes the comparison unverified).
+    read_failures: u32,
     missing_fds: [u32; VERIFY_LIST],
     phantom_fds: [u32; VERIFY_LIST],
     wrong_fds: [u32; VERIFY_LIST],
@@ -1758,7 +1760,13 @@ extern "C" fn verify_step(fd: u64, ctx: *mut c_void) -> i64 {
     let fd = fd as u32;
     let index = fd / 64;
     if index != l.word_index {
-        l.word = open_word(l.fdt, fd);
+        l.word = match open_word(l.fdt, fd) {
+            Some(w) => w,
+            None => {
+                l.read_failures += 1;
+                0
+            }
+        };
         l.word_index = index;
     }
     let open = l.word & (1u64 << (fd % 64)) != 0;
@@ -1771,7 +1779,13 @@ extern "C" fn verify_step(fd: u64, ctx: *mut c_void) -> i64 {
         Some((file, flags)) => {
             if open {
                 l.open += 1;
-                let current: u64 = kread(l.files, fd as u64 * 8).unwrap_or(0);
+                let current: u64 = match kread(l.files, fd as u64 * 8) {
+                    Some(f) => f,
+                    None => {
+                        l.read_failures += 1;
+                        0
+                    }
+                };
                 if file != 0 && current != file {
                     note_fd(&mut l.wrong_fds, l.wrong, fd);
                     l.wrong += 1;
@@ -1817,6 +1831,7 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     // The table is still intact here (files are released after this tracepoint): compare it
     // with the accounting.
     let fdt = task_fdt(task).unwrap_or(0);
+    let files = kread::<u64>(fdt, off!(fdt_fd));
     let mut l = VerifyLoop {
         tgid,
         open: 0,
@@ -1825,24 +1840,35 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
         phantom: 0,
         wrong: 0,
         fdt,
-        files: kread(fdt, off!(fdt_fd)).unwrap_or(0),
+        files: files.unwrap_or(0),
         word: 0,
         word_index: u32::MAX,
-        _pad: 0,
+        read_failures: 0,
         missing_fds: [0; VERIFY_LIST],
         phantom_fds: [0; VERIFY_LIST],
         wrong_fds: [0; VERIFY_LIST],
     };
-    let max_fds: u32 = kread(fdt, off!(fdt_max_fds)).unwrap_or(0);
-    // SAFETY: the callback only touches `l` and maps.
-    unsafe {
-        bpf_loop(
-            max_fds,
-            verify_step as *mut c_void,
-            addr_of_mut!(l).cast(),
-            0,
-        )
+    // Fails closed: a table that cannot be read or walked whole is "unverified", never exact.
+    let max_fds = kread::<u32>(fdt, off!(fdt_max_fds));
+    let size = max_fds.unwrap_or(0);
+    let mut why = if fdt == 0 || files.is_none() {
+        unverified::NO_TABLE
+    } else if max_fds.is_none() {
+        unverified::NO_SIZE
+    } else if size > MAX_LOOP_SLOTS {
+        unverified::TOO_LARGE
+    } else {
+        0
     };
+    if why == 0 {
+        // SAFETY: the callback only touches `l` and maps.
+        let r = unsafe { bpf_loop(size, verify_step as *mut c_void, addr_of_mut!(l).cast(), 0) };
+        if r < 0 {
+            why = unverified::LOOP_FAILED;
+        } else if l.read_failures > 0 {
+            why = unverified::READ_FAILED;
+        }
+    }
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut rec) => {
             rec.write(ExitEvent {
@@ -1853,6 +1879,8 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
                 missing: l.missing,
                 phantom: l.phantom,
                 wrong: l.wrong,
+                unverified: why,
+                table_size: size,
                 missing_fds: l.missing_fds,
                 phantom_fds: l.phantom_fds,
                 wrong_fds: l.wrong_fds,

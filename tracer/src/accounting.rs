@@ -124,12 +124,24 @@ pub struct Verification {
     pub missing_fds: Vec<u32>,
     pub phantom_fds: Vec<u32>,
     pub wrong_kind_fds: Vec<u32>,
+    /// Why the comparison could not be made (the table could not be read whole): then the
+    /// counts mean nothing and the accounting is not called exact.
+    pub unverified: Option<String>,
 }
 
 impl Verification {
-    /// Every open descriptor accounted, nothing else.
+    /// A comparison that could not be made, and why.
+    pub fn unverified(at_exit: bool, why: String) -> Self {
+        Self {
+            at_exit,
+            unverified: Some(why),
+            ..Default::default()
+        }
+    }
+
+    /// Every open descriptor accounted, nothing else (and the comparison was made).
     pub fn is_exact(&self) -> bool {
-        self.missing == 0 && self.phantom == 0 && self.wrong_kind == 0
+        self.unverified.is_none() && self.missing == 0 && self.phantom == 0 && self.wrong_kind == 0
     }
 }
 

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tracer_common::{
     AcquireEvent, ExitEvent, FdEntry, FdKey, IoCompleteEvent, MemoKey, ReleaseEvent, SockAddrEvent,
-    VERIFY_LIST, fd_flag, release as how, syscall as sys,
+    VERIFY_LIST, fd_flag, release as how, syscall as sys, unverified,
 };
 
 use crate::{
@@ -311,7 +311,8 @@ impl Collector {
                 // Its exit record was lost (ring full): exited, status unknown, not verified.
                 let now = crate::probes::monotonic_ns();
                 self.state.acct.exit_unseen(pid, now);
-            } else if verify && let Some(v) = self.state.verify_live(pid) {
+            } else if verify {
+                let v = self.state.verify_live(pid);
                 self.state.acct.verified(pid, v);
             }
         }
@@ -673,18 +674,34 @@ impl State {
 
     /// Compares a running process's accounting with its descriptor table in /proc. Numbers
     /// that change while looking (the process is running) are left out.
-    fn verify_live(&mut self, pid: u32) -> Option<Verification> {
-        let before = procfs::open_fds(pid).ok()?;
-        let accounted: HashMap<u32, FdEntry> = self
-            .probes
-            .open_fds()
-            .ok()?
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(k, _)| k.tgid == pid)
-            .map(|(k, e)| (k.fd, e))
-            .collect();
-        let after = procfs::open_fds(pid).ok()?;
+    fn verify_live(&mut self, pid: u32) -> Verification {
+        let unverified = |what: &str, e: anyhow::Error| {
+            Verification::unverified(false, format!("{what}: {e:#}"))
+        };
+        let before = match procfs::open_fds(pid) {
+            Ok(fds) => fds,
+            Err(e) => return unverified("reading its descriptors", e),
+        };
+        let accounted: HashMap<u32, FdEntry> = match self.probes.open_fds() {
+            Ok(map) => {
+                let mut entries = HashMap::new();
+                for r in map.iter() {
+                    match r {
+                        Ok((k, e)) if k.tgid == pid => {
+                            entries.insert(k.fd, e);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return unverified("reading the kernel's accounting", e.into()),
+                    }
+                }
+                entries
+            }
+            Err(e) => return unverified("reading the kernel's accounting", e),
+        };
+        let after = match procfs::open_fds(pid) {
+            Ok(fds) => fds,
+            Err(e) => return unverified("reading its descriptors", e),
+        };
         let stable: HashMap<u32, &procfs::OpenFd> = before
             .iter()
             .filter(|b| {
@@ -742,12 +759,30 @@ impl State {
         phantom.sort_unstable();
         v.phantom = phantom.len() as u32;
         v.phantom_fds = phantom.into_iter().take(VERIFY_LIST).collect();
-        Some(v)
+        v
     }
 }
 
 /// The kernel's exit-time comparison of a process's table with its accounting.
 fn exit_verification(x: &ExitEvent) -> Verification {
+    let why = match x.unverified {
+        0 => None,
+        unverified::NO_TABLE => Some("the kernel could not read its descriptor table".to_string()),
+        unverified::NO_SIZE => Some("the kernel could not read its descriptor table's size".into()),
+        unverified::TOO_LARGE => Some(format!(
+            "its descriptor table has {} slots, more than one kernel loop may visit ({})",
+            x.table_size,
+            tracer_common::MAX_LOOP_SLOTS
+        )),
+        unverified::READ_FAILED => Some("a kernel read of its descriptor table failed".to_string()),
+        unverified::LOOP_FAILED => {
+            Some("the kernel refused the loop over its descriptor table".to_string())
+        }
+        other => Some(format!("unknown reason {other}")),
+    };
+    if let Some(why) = why {
+        return Verification::unverified(true, why);
+    }
     let list = |fds: &[u32; VERIFY_LIST], n: u32| fds[..(n as usize).min(VERIFY_LIST)].to_vec();
     Verification {
         at_exit: true,
@@ -759,6 +794,7 @@ fn exit_verification(x: &ExitEvent) -> Verification {
         missing_fds: list(&x.missing_fds, x.missing),
         phantom_fds: list(&x.phantom_fds, x.phantom),
         wrong_kind_fds: list(&x.wrong_fds, x.wrong),
+        unverified: None,
     }
 }
 

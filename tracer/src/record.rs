@@ -38,7 +38,7 @@ use crate::{
 /// First bytes of every record.
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// Version of the layout and of [`Entry`]; readers refuse newer ones.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// A chunk is written once it holds this much, even within a batch: at most this much is lost
 /// when tracer is killed.
 const CHUNK_BYTES: usize = 64 << 10;

@@ -343,11 +343,13 @@ fn c_program_without_frame_pointers_has_complete_stacks() {
         assert_frame(g, function, src, leak_line(src, label));
         // Through glibc's frame-pointer-less wrappers (fopen: several libc frames) to main.
         let stack = g["stack"].as_array().unwrap();
-        let pos = |f: &str| stack.iter().position(|x| x["function"] == f);
-        assert!(
-            pos(function) < pos("main") && pos("main").is_some(),
-            "{function}: {stack:#?}"
-        );
+        let pos = |f: &str| {
+            stack
+                .iter()
+                .position(|x| x["function"] == f)
+                .unwrap_or_else(|| panic!("no {f} in the stack of {function}: {stack:#?}"))
+        };
+        assert!(pos(function) < pos("main"), "{function}: {stack:#?}");
     }
     assert_eq!(t.leaks().len(), 5, "{}", t.summary());
     assert_eq!(sum(&t.leaks(), "count"), 24);

@@ -24,7 +24,7 @@ fn gated(gate: &[&str], name: &str) -> (Option<i32>, serde_json::Value, String) 
             .args(["--count", "3", "--rate", "0"]),
         LIMIT,
     );
-    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = common::report_json(&std::fs::read(&json).unwrap());
     (
         o.status.code(),
         report,
@@ -152,7 +152,7 @@ fn min_age_spares_young_descriptors() {
 fn cargo_test_is_followed_into_every_test_binary() {
     require_root();
     let Ok(cargo) = std::env::var("CARGO") else {
-        eprintln!("SKIPPED: not run by cargo");
+        common::skip("not run by cargo (CARGO is unset)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -200,8 +200,7 @@ fn cargo_test_is_followed_into_every_test_binary() {
         "{out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value = common::report_json(&std::fs::read(&json).unwrap());
     // cargo, rustc and the test binary were all followed; the leak is the test binary's.
     let procs = report["processes"].as_array().unwrap();
     assert!(procs.iter().any(|p| p["comm"] == "rustc"), "rustc followed");

@@ -34,7 +34,7 @@ fn report_json(dir: &Path, rec: &Path) -> (Output, serde_json::Value) {
     let json = dir.join("r.json");
     let r = report_unprivileged(&[&rec, &"--format", &"json", &"-o", &json]);
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
-    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = common::report_json(&std::fs::read(&json).unwrap());
     (r, report)
 }
 
@@ -93,10 +93,8 @@ fn report_from_a_record_is_the_live_report_without_root_or_binaries() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "no warning for a complete record");
     let live: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("live.json")).unwrap())
-            .unwrap();
-    let offline: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&off).unwrap()).unwrap();
+        common::report_json(&std::fs::read(dir.path().join("live.json")).unwrap());
+    let offline: serde_json::Value = common::report_json(&std::fs::read(&off).unwrap());
     assert!(!live["processes"].as_array().unwrap().is_empty());
     assert_eq!(
         live, offline,
@@ -232,7 +230,7 @@ fn record_command_with_a_size_limit_says_where_it_stopped() {
         "{}",
         stderr(&r)
     );
-    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let report: serde_json::Value = common::report_json(&r.stdout);
     assert!(
         report["incomplete"]
             .as_str()
@@ -247,6 +245,10 @@ fn record_command_with_a_size_limit_says_where_it_stopped() {
         .flat_map(|p| p["leaks"].as_array().unwrap())
         .map(|g| &g["verdict"])
         .collect();
+    assert!(
+        !verdicts.is_empty(),
+        "the record holds the demo's descriptors"
+    );
     assert!(verdicts.iter().all(|v| *v == "unclosed"), "{verdicts:?}");
 }
 
@@ -322,7 +324,7 @@ fn a_recorder_killed_with_sigkill_leaves_a_readable_record() {
 struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
-    /// A `size`-byte tmpfs, or None (the test says why it is skipped).
+    /// A `size`-byte tmpfs, or None (see `common::skip`).
     fn mount(size: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
@@ -331,7 +333,7 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs");
+            common::skip("cannot mount a tmpfs");
             return None;
         }
         Some(Self(dir))
@@ -373,8 +375,7 @@ fn a_full_disk_stops_the_record_not_the_run() {
     );
     assert!(e.contains("is incomplete"), "{e}");
     // The run's own report is whole.
-    let live: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let live: serde_json::Value = common::report_json(&std::fs::read(&json).unwrap());
     let leaked: u64 = live["processes"][0]["leaks"]
         .as_array()
         .unwrap()
@@ -396,8 +397,7 @@ fn a_full_disk_stops_the_record_not_the_run() {
     let e = stderr(&r);
     assert_eq!(r.status.code(), Some(0), "{e}");
     assert!(e.contains("is cut short at byte"), "{e}");
-    let cut: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let cut: serde_json::Value = common::report_json(&std::fs::read(&out).unwrap());
     assert!(
         cut["exit_code"].is_null(),
         "exit code unknown: {}",
@@ -434,7 +434,7 @@ fn record_duration_ends_the_command_and_records_its_exit() {
             .args(["--format", "json"]),
         LIMIT,
     );
-    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let report: serde_json::Value = common::report_json(&r.stdout);
     assert_eq!(report["exit_code"], 128 + 15, "ended by SIGTERM");
     let p = &report["processes"][0];
     assert_eq!(

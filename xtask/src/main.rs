@@ -65,7 +65,13 @@ fn main() -> ExitCode {
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup => setup(),
+        Task::Setup => {
+            let missing = setup()?;
+            if !missing.is_empty() {
+                bail!("{} could not be installed", names(&missing));
+            }
+            Ok(())
+        }
         Task::Build => {
             setup()?;
             build()
@@ -76,9 +82,15 @@ fn try_main() -> Result<()> {
             demo(&name, &args)
         }
         Task::Test => {
-            setup()?;
+            let missing = setup()?;
             build()?;
-            test()
+            // The tests that need a missing tool say so: they fail under CI, and are listed as
+            // skipped otherwise.
+            test()?;
+            if under_ci() && !missing.is_empty() {
+                bail!("{} could not be installed (CI)", names(&missing));
+            }
+            Ok(())
         }
         Task::Bench { iterations, runs } => {
             setup()?;
@@ -86,6 +98,15 @@ fn try_main() -> Result<()> {
             bench(iterations, runs)
         }
     }
+}
+
+/// "gcc, golang-go": the packages of missing tools.
+fn names(tools: &[&Tool]) -> String {
+    tools
+        .iter()
+        .map(|t| t.package)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn root() -> PathBuf {
@@ -153,7 +174,61 @@ fn apt_get(args: &[&str]) -> Command {
     cmd
 }
 
-/// Installs Debian packages.
+/// A tool the tests and demos need, from a Debian package.
+struct Tool {
+    /// How to tell it is installed: a program on PATH, or an absolute path.
+    probe: &'static str,
+    package: &'static str,
+    /// What needs it (said when it is missing).
+    needed_by: &'static str,
+}
+
+/// Every tool `setup` installs besides the Rust toolchain pieces.
+const TOOLS: &[Tool] = &[
+    Tool {
+        probe: "gcc",
+        package: "gcc",
+        needed_by: "the C test programs (c-leaky, c-kinds, openclose)",
+    },
+    Tool {
+        probe: "g++",
+        package: "g++",
+        needed_by: "the C++ test program (cxx-leaky)",
+    },
+    Tool {
+        probe: "go",
+        package: "golang-go",
+        needed_by: "the Go demos and their tests",
+    },
+    Tool {
+        probe: "/usr/bin/chromium",
+        package: "chromium",
+        needed_by: "the HTML report's browser test",
+    },
+    Tool {
+        probe: "/usr/bin/python3",
+        package: "python3",
+        needed_by: "the Python test programs",
+    },
+    Tool {
+        probe: "setpriv",
+        package: "util-linux",
+        needed_by: "the tests running tracer without privileges",
+    },
+];
+
+impl Tool {
+    fn present(&self) -> bool {
+        if self.probe.starts_with('/') {
+            Path::new(self.probe).is_file()
+        } else {
+            have(self.probe)
+        }
+    }
+}
+
+/// Installs Debian packages. The package lists are refreshed only when an install fails
+/// (a fresh machine has none; a cached machine needs no network round trip).
 fn apt_install(packages: &[&str]) -> Result<()> {
     if !have("apt-get") {
         bail!(
@@ -161,11 +236,28 @@ fn apt_install(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         );
     }
-    let _ = apt_get(&["update", "-qq"]).status();
+    let install = || {
+        apt_get(&["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return Ok(());
+    }
+    eprintln!("setup: refreshing the package lists (apt-get update)");
+    run(&mut apt_get(&["update", "-qq"]))?;
     run(apt_get(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
 }
 
-fn setup() -> Result<()> {
+/// Whether this runs under CI (`CI=true`): missing tools then fail the tests that need them.
+fn under_ci() -> bool {
+    env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Installs what building and testing need. Returns what could not be installed (each said
+/// loudly); the Rust toolchain pieces are required and fail setup outright.
+fn setup() -> Result<Vec<&'static Tool>> {
     // rust-src for the nightly toolchain (eBPF is built with -Z build-std=core).
     let installed = output(Command::new("rustup").args([
         "component",
@@ -185,35 +277,31 @@ fn setup() -> Result<()> {
             "nightly",
         ]))?;
     }
-    if !have("bpf-linker") {
-        install_bpf_linker()?;
+    ensure_bpf_linker()?;
+    let missing: Vec<&Tool> = TOOLS.iter().filter(|t| !t.present()).collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut missing = Vec::new();
-    if !have("gcc") {
-        missing.push("gcc");
+    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    packages.dedup();
+    eprintln!("setup: installing {}", packages.join(" "));
+    let why = apt_install(&packages).err();
+    let still: Vec<&'static Tool> = TOOLS.iter().filter(|t| !t.present()).collect();
+    for t in &still {
+        eprintln!(
+            "setup: ERROR: {} (Debian package {}) could not be installed{}: {} cannot run",
+            t.probe,
+            t.package,
+            why.as_ref()
+                .map_or_else(String::new, |e| format!(" ({e:#})")),
+            t.needed_by
+        );
     }
-    if !have("g++") {
-        missing.push("g++");
-    }
-    if !have("go") {
-        missing.push("golang-go");
-    }
-    if !Path::new("/usr/bin/chromium").is_file() {
-        missing.push("chromium");
-    }
-    if !missing.is_empty() {
-        eprintln!("setup: installing {}", missing.join(" "));
-        if let Err(e) = apt_install(&missing) {
-            // gcc and Go only build test programs, chromium only opens the HTML report in a
-            // test: the tests that need them say why they are skipped.
-            eprintln!("setup: warning: {e:#}");
-        }
-    }
-    Ok(())
+    Ok(still)
 }
 
-/// bpf-linker 0.13 from crates.io, linked against the nightly toolchain's own libLLVM.
-fn install_bpf_linker() -> Result<()> {
+/// What bpf-linker was built against: the nightly toolchain and its libLLVM.
+fn llvm_stamp() -> Result<(String, String, PathBuf)> {
     let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
     let llvm_major = version
         .lines()
@@ -232,16 +320,57 @@ fn install_bpf_linker() -> Result<()> {
                 .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{llvm_major}")))
         })
         .with_context(|| format!("no libLLVM.so.{llvm_major}* in {}", nightly_lib.display()))?;
+    let nightly = version.lines().next().unwrap_or_default().to_string();
+    let stamp = format!("{nightly}\n{}\n", llvm_so.display());
+    Ok((llvm_major, stamp, llvm_so))
+}
+
+fn cache_dir() -> PathBuf {
     let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let prefix = home.join(".cache/tracer/llvm");
+    home.join(".cache/tracer")
+}
+
+/// bpf-linker 0.13 from crates.io, linked against the nightly toolchain's own libLLVM. Rebuilt
+/// when it is missing, does not start, or was built against another nightly or libLLVM than
+/// the current one (recorded next to it).
+fn ensure_bpf_linker() -> Result<()> {
+    let (llvm_major, stamp, llvm_so) = llvm_stamp()?;
+    let stamp_file = cache_dir().join("bpf-linker.stamp");
+    let starts = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let built_for = fs::read_to_string(&stamp_file).unwrap_or_default();
+    let nightly = stamp.lines().next().unwrap_or_default();
+    if starts && built_for == stamp {
+        return Ok(());
+    }
+    let why = if !have("bpf-linker") {
+        "not installed".to_string()
+    } else if !starts {
+        "it does not start".to_string()
+    } else if built_for.is_empty() {
+        "built by something else (no record of its LLVM)".to_string()
+    } else {
+        format!(
+            "built for {}",
+            built_for.lines().collect::<Vec<_>>().join(", ")
+        )
+    };
+    eprintln!(
+        "setup: building bpf-linker 0.13.0 against {nightly}'s LLVM {llvm_major} ({why}; about a \
+         minute, once)"
+    );
+    let nightly_lib = llvm_so.parent().context("libLLVM's directory")?;
+    let prefix = cache_dir().join("llvm");
     fs::create_dir_all(prefix.join("lib"))?;
     let link = prefix.join("lib/libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&llvm_so, &link)?;
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     let cargo_home = env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
-    eprintln!(
-        "setup: building bpf-linker 0.13.0 against nightly's LLVM {llvm_major} (about a minute, once)"
-    );
     run(Command::new("cargo")
         .args([
             "install",
@@ -249,6 +378,7 @@ fn install_bpf_linker() -> Result<()> {
             "--version",
             "0.13.0",
             "--locked",
+            "--force",
             "--no-default-features",
         ])
         .args(["--features", &format!("llvm-{llvm_major}")])
@@ -265,6 +395,7 @@ fn install_bpf_linker() -> Result<()> {
             cargo_home.join("bin").display()
         );
     }
+    fs::write(&stamp_file, &stamp).with_context(|| format!("writing {}", stamp_file.display()))?;
     Ok(())
 }
 
@@ -280,44 +411,48 @@ fn build() -> Result<()> {
     build_programs()
 }
 
-/// Builds the C and C++ programs (-O2 -g, no frame-pointer flags) and the Go demos.
+/// Builds the C and C++ programs (-O2 -g, no frame-pointer flags) and the Go demos. A program
+/// whose compiler is missing is removed, so that no test runs a stale build of it.
 fn build_programs() -> Result<()> {
     let out = programs_dir();
     fs::create_dir_all(&out)?;
-    if have("gcc") {
-        for (src, bin) in [
-            ("leaky.c", "c-leaky"),
-            ("openclose.c", "openclose"),
-            ("kinds.c", "c-kinds"),
-        ] {
-            run(Command::new("gcc")
+    let c_programs = [
+        ("leaky.c", "c-leaky"),
+        ("openclose.c", "openclose"),
+        ("kinds.c", "c-kinds"),
+    ];
+    let cxx_programs = [("leaky.cpp", "cxx-leaky")];
+    let go_programs = ["file-leak", "file-fixed", "http-leak", "http-fixed"];
+    for (compiler, src_dir, programs) in [
+        ("gcc", "demos/c", &c_programs[..]),
+        ("g++", "demos/c", &cxx_programs[..]),
+    ] {
+        for (src, bin) in programs {
+            let _ = fs::remove_file(out.join(bin));
+            if !have(compiler) {
+                eprintln!("build: {compiler} not available: {bin} not built");
+                continue;
+            }
+            run(Command::new(compiler)
                 .args(["-O2", "-g", "-o"])
                 .arg(out.join(bin))
-                .arg(root().join("demos/c").join(src)))?;
+                .arg(root().join(src_dir).join(src)))?;
         }
-    } else {
-        eprintln!("build: gcc not available: C programs not built");
     }
-    if have("g++") {
-        run(Command::new("g++")
-            .args(["-O2", "-g", "-o"])
-            .arg(out.join("cxx-leaky"))
-            .arg(root().join("demos/c/leaky.cpp")))?;
-    } else {
-        eprintln!("build: g++ not available: the C++ program not built");
-    }
-    if have("go") {
-        for demo in ["file-leak", "file-fixed", "http-leak", "http-fixed"] {
-            run(Command::new("go")
-                .current_dir(root().join("demos/go"))
-                .args(["build", "-o"])
-                .arg(out.join(format!("go-{demo}")))
-                .arg(format!("./{demo}"))
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOTOOLCHAIN", "local"))?;
+    for demo in go_programs {
+        let bin = out.join(format!("go-{demo}"));
+        let _ = fs::remove_file(&bin);
+        if !have("go") {
+            eprintln!("build: go not available: go-{demo} not built");
+            continue;
         }
-    } else {
-        eprintln!("build: go not available: Go demos not built");
+        run(Command::new("go")
+            .current_dir(root().join("demos/go"))
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(format!("./{demo}"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local"))?;
     }
     Ok(())
 }
@@ -358,11 +493,18 @@ fn demo(name: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Where the tests note what they skipped (see tests/common: `skip`).
+fn skipped_log() -> PathBuf {
+    target_dir().join("tests-skipped.txt")
+}
+
 fn test() -> Result<()> {
     if !is_root() {
         bail!("the test suite loads real eBPF programs: run it as root (sudo -E cargo xtask test)");
     }
-    run(Command::new("cargo")
+    let log = skipped_log();
+    let _ = fs::remove_file(&log);
+    let result = run(Command::new("cargo")
         .current_dir(root())
         .args([
             "test",
@@ -370,10 +512,27 @@ fn test() -> Result<()> {
             "--workspace",
             "--exclude",
             "tracer-ebpf",
+            // Every failing test is named, not only those of the first failing binary.
+            "--no-fail-fast",
         ])
         .args(["--", "--test-threads=2"])
         .env("TRACER_TEST_PROGRAMS", programs_dir())
-        .env("TRACER_TEST_DEMOS", target_dir().join("release")))
+        .env("TRACER_TEST_DEMOS", target_dir().join("release"))
+        .env("TRACER_SKIPPED_LOG", &log));
+    let skipped = fs::read_to_string(&log).unwrap_or_default();
+    let skipped: Vec<&str> = skipped.lines().filter(|l| !l.is_empty()).collect();
+    if skipped.is_empty() {
+        eprintln!("test: no test skipped");
+    } else {
+        eprintln!(
+            "test: {} tests SKIPPED (their tool is missing):",
+            skipped.len()
+        );
+        for line in &skipped {
+            eprintln!("  {line}");
+        }
+    }
+    result
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -279,7 +279,11 @@ fn notes(out: &mut String, p: &ProcessReport) {
             pre.len()
         ));
     }
-    if let Some(v) = &p.verify {
+    if let Some(v) = &p.verify
+        && let Some(why) = &v.reason
+    {
+        items.push(format!("accounting: unverified ({why})"));
+    } else if let Some(v) = &p.verify {
         items.push(format!(
             "accounting: {} ({} of {} descriptors exact; {} missing, {} phantom, {} wrong kind)",
             v.status, v.exact, v.open, v.missing, v.phantom, v.wrong_kind

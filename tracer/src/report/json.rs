@@ -23,3 +23,26 @@ pub fn to_string(report: &Report) -> Result<String> {
     s.push('\n');
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::sample_report;
+
+    #[test]
+    fn sample_report_matches_the_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/report.schema.json")).expect("JSON");
+        let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+        let report: serde_json::Value =
+            serde_json::from_str(&to_string(&sample_report()).expect("encode")).expect("JSON");
+        let errors: Vec<String> = validator
+            .iter_errors(&report)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let mut bad = report.clone();
+        bad["processes"][0]["leaks"][0]["kind"] = "toaster".into();
+        assert!(!validator.is_valid(&bad));
+    }
+}

@@ -301,8 +301,10 @@ pub struct BadClose {
 pub struct VerifyReport {
     /// `exit`: by the kernel as the process exited; `proc`: from /proc/PID/fd at the end.
     pub source: &'static str,
-    /// `exact` or `mismatch`.
+    /// `exact`, `mismatch`, or `unverified` (the table could not be read whole: see `reason`).
     pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub open: u32,
     pub exact: u32,
     /// Open but not accounted; accounted but not open; accounted as another file or kind.
@@ -319,7 +321,14 @@ impl From<&Verification> for VerifyReport {
     fn from(v: &Verification) -> Self {
         VerifyReport {
             source: if v.at_exit { "exit" } else { "proc" },
-            status: if v.is_exact() { "exact" } else { "mismatch" },
+            status: if v.unverified.is_some() {
+                "unverified"
+            } else if v.is_exact() {
+                "exact"
+            } else {
+                "mismatch"
+            },
+            reason: v.unverified.clone(),
             open: v.open,
             exact: v.exact,
             missing: v.missing,

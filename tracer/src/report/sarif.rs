@@ -268,60 +268,29 @@ mod tests {
     use super::*;
     use crate::report::sample_report;
 
-    /// The official SARIF 2.1.0 schema, shipped in serde-sarif's sources; `None` without cargo.
-    fn official_schema() -> Option<Value> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let out = match std::process::Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--offline"])
-            .args(["--manifest-path", manifest])
-            .output()
-        {
-            Ok(out) => out,
-            Err(e) => {
-                println!("SKIPPED: cargo is not available ({e})");
-                return None;
-            }
-        };
-        assert!(
-            out.status.success(),
-            "cargo metadata: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
-        let manifest = meta["packages"]
-            .as_array()
-            .expect("packages")
-            .iter()
-            .find(|p| p["name"] == "serde-sarif")
-            .and_then(|p| p["manifest_path"].as_str())
-            .expect("serde-sarif in cargo metadata");
-        let schema = std::path::Path::new(manifest)
-            .with_file_name("src")
-            .join("schema.json");
-        let text = std::fs::read_to_string(&schema).expect("serde-sarif's schema.json");
-        Some(serde_json::from_str(&text).expect("schema JSON"))
+    /// The official SARIF 2.1.0 schema (OASIS, `sarif-schema-2.1.0.json`), vendored.
+    fn official_schema() -> Value {
+        serde_json::from_str(include_str!("../../schema/sarif-2.1.0.schema.json"))
+            .expect("schema JSON")
     }
 
     #[test]
     fn sample_is_valid_sarif() {
         let log: Value =
             serde_json::from_str(&render(&sample_report()).expect("render")).expect("JSON");
-        if let Some(schema) = official_schema() {
-            let validator = jsonschema::draft7::options()
-                .should_validate_formats(true)
-                .build(&schema)
-                .expect("SARIF schema");
-            let errors: Vec<String> = validator
-                .iter_errors(&log)
-                .map(|e| format!("{} at {}", e, e.instance_path))
-                .collect();
-            assert!(errors.is_empty(), "invalid SARIF: {errors:#?}");
-            // The schema is enforced: a level SARIF does not know is rejected.
-            let mut bad = log.clone();
-            bad["runs"][0]["results"][0]["level"] = json!("fatal");
-            assert!(!validator.is_valid(&bad));
-        }
+        let validator = jsonschema::draft7::options()
+            .should_validate_formats(true)
+            .build(&official_schema())
+            .expect("SARIF schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&log)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "invalid SARIF: {errors:#?}");
+        // The schema is enforced: a level SARIF does not know is rejected.
+        let mut bad = log.clone();
+        bad["runs"][0]["results"][0]["level"] = json!("fatal");
+        assert!(!validator.is_valid(&bad));
         assert_eq!(log["version"], "2.1.0");
         assert_eq!(log["$schema"], SCHEMA_URI);
         let run = &log["runs"][0];

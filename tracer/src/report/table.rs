@@ -101,8 +101,17 @@ pub fn render(report: &Report, opts: Options) -> String {
         let (open, exact) = checked
             .iter()
             .fold((0, 0), |(o, e), v| (o + v.open, e + v.exact));
-        let bad = checked.iter().filter(|v| v.status != "exact").count();
-        let line = if bad == 0 {
+        let bad = checked.iter().filter(|v| v.status == "mismatch").count();
+        let unchecked = checked.iter().filter(|v| v.status == "unverified").count();
+        let line = if unchecked > 0 && bad == 0 {
+            paint(
+                "1;31",
+                &format!(
+                    "accounting: UNVERIFIED in {unchecked} of {} processes (see below)",
+                    checked.len()
+                ),
+            )
+        } else if bad == 0 {
             paint(
                 "32",
                 &format!(
@@ -233,6 +242,8 @@ fn render_process(
     if let Some(v) = &p.verify {
         let line = if v.status == "exact" {
             format!("  accounting: exact ({}/{})", v.exact, v.open)
+        } else if let Some(why) = &v.reason {
+            paint("1;31", &format!("  accounting: unverified ({why})"))
         } else {
             let mut parts = Vec::new();
             for (n, fds, what) in [

@@ -33,8 +33,35 @@ pub fn demo(name: &str) -> PathBuf {
     path
 }
 
-/// A C or Go program built by `cargo xtask build`, or None (with the reason printed) when its
-/// compiler could not be installed.
+/// Whether the suite runs under CI (`CI=true`), where a test that cannot run fails.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Says that the running test cannot run here and why. Under CI that fails the test (a tool
+/// the suite needs is missing); otherwise the test is skipped, printed, and noted for the
+/// summary `cargo xtask test` prints at the end.
+pub fn skip(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_string();
+    assert!(!under_ci(), "{test} cannot run under CI: {why}");
+    eprintln!("SKIPPED: {why}");
+    if let Some(log) = std::env::var_os("TRACER_SKIPPED_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
+/// A C, C++ or Go program built by `cargo xtask build`, or None when its compiler could not
+/// be installed (see [`skip`]).
 pub fn program(name: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("TRACER_TEST_PROGRAMS")
         .map_or_else(|| workspace().join("target/programs"), PathBuf::from);
@@ -42,10 +69,10 @@ pub fn program(name: &str) -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!(
-            "SKIPPED: {} was not built (its compiler, gcc, g++ or golang-go, could not be installed)",
+        skip(&format!(
+            "{} was not built (its compiler, gcc, g++ or golang-go, is missing)",
             path.display()
-        );
+        ));
         None
     }
 }
@@ -219,9 +246,13 @@ pub fn frame<'a>(group: &'a Value, function: &str) -> Option<&'a Value> {
     })
 }
 
-/// `tracer` run as user nobody without capabilities (setpriv), or None without setpriv.
+/// `tracer` run as user nobody without capabilities (setpriv), or None without setpriv (see
+/// [`skip`]).
 pub fn tracer_as_nobody() -> Option<Command> {
-    Command::new("setpriv").arg("--help").output().ok()?;
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        skip("setpriv (util-linux) is not installed");
+        return None;
+    }
     let mut c = Command::new("setpriv");
     c.args([
         "--reuid=65534",
@@ -255,10 +286,42 @@ pub fn trace(tracer_args: &[&str], cmd: &[&dyn AsRef<std::ffi::OsStr>], limit: D
             String::from_utf8_lossy(&output.stderr)
         )
     });
-    let report: Value = serde_json::from_str(&text).expect("report is JSON");
+    let report = report_json(text.as_bytes());
     let traced = Traced { report, output };
     traced.assert_verified();
     traced
+}
+
+/// The JSON report's schema (tracer/schema/report.schema.json, documented in the README).
+fn report_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schema/report.schema.json"
+        )))
+        .expect("the report schema is JSON");
+        jsonschema::validator_for(&schema).expect("the report schema is a valid JSON Schema")
+    })
+}
+
+/// Parses a JSON report, failing the test unless it matches the report's schema.
+pub fn report_json(bytes: &[u8]) -> Value {
+    let report: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "the report is not JSON ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        )
+    });
+    let errors: Vec<String> = report_schema()
+        .iter_errors(&report)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the report does not match schema/report.schema.json: {errors:#?}"
+    );
+    report
 }
 
 /// Line of the `tracer-demo: leak site` marker (with an optional label) in a source file.
