@@ -804,3 +804,39 @@ fn unknown_kind(syscall: u16) -> Kind {
     ev.syscall = syscall;
     enrich::kind_of(&ev).unwrap_or(Kind::Other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_the_kernel_could_not_read_whole_is_unverified() {
+        let mut x: ExitEvent = bytemuck::Zeroable::zeroed();
+        x.open = 0;
+        x.exact = 0;
+        assert!(exit_verification(&x).is_exact(), "0 of 0, read whole");
+        x.unverified = unverified::TOO_LARGE;
+        x.table_size = 1 << 24;
+        let v = exit_verification(&x);
+        assert!(!v.is_exact());
+        assert!(
+            v.unverified
+                .as_deref()
+                .is_some_and(|w| w.contains("16777216 slots"))
+        );
+        let r = crate::report::VerifyReport::from(&v);
+        assert_eq!((r.status, r.reason.is_some()), ("unverified", true));
+        for why in [
+            unverified::NO_TABLE,
+            unverified::NO_SIZE,
+            unverified::READ_FAILED,
+            unverified::LOOP_FAILED,
+        ] {
+            x.unverified = why;
+            assert_eq!(
+                crate::report::VerifyReport::from(&exit_verification(&x)).status,
+                "unverified"
+            );
+        }
+    }
+}
