@@ -27,99 +27,13 @@ pub const STACK_MAX: usize = 65536;
 /// Maximum number of traced processes tracked at once.
 pub const MAX_PROCS: u32 = 16384;
 
-/// Identifies the syscall (or pseudo-syscall) that acquired a descriptor.
-///
-/// Kernel syscall numbers differ per architecture; userspace fills the `SYSCALLS` map that
-/// translates them into these stable identifiers.
-pub mod syscall {
-    pub const OPEN: u16 = 1;
-    pub const OPENAT: u16 = 2;
-    pub const OPENAT2: u16 = 3;
-    pub const CREAT: u16 = 4;
-    pub const SOCKET: u16 = 5;
-    pub const SOCKETPAIR: u16 = 6;
-    pub const ACCEPT: u16 = 7;
-    pub const ACCEPT4: u16 = 8;
-    pub const PIPE: u16 = 9;
-    pub const PIPE2: u16 = 10;
-    pub const DUP: u16 = 11;
-    pub const DUP2: u16 = 12;
-    pub const DUP3: u16 = 13;
-    pub const FCNTL: u16 = 14;
-    pub const EVENTFD: u16 = 15;
-    pub const EVENTFD2: u16 = 16;
-    pub const EPOLL_CREATE: u16 = 17;
-    pub const EPOLL_CREATE1: u16 = 18;
-    pub const TIMERFD_CREATE: u16 = 19;
-    pub const SIGNALFD: u16 = 20;
-    pub const SIGNALFD4: u16 = 21;
-    pub const INOTIFY_INIT: u16 = 22;
-    pub const INOTIFY_INIT1: u16 = 23;
-    pub const MEMFD_CREATE: u16 = 24;
-    pub const PIDFD_OPEN: u16 = 25;
-    pub const PIDFD_GETFD: u16 = 26;
-    pub const FANOTIFY_INIT: u16 = 27;
-    pub const PERF_EVENT_OPEN: u16 = 28;
-    /// Only the commands that return a descriptor (maps, programs, links, BTF, iterators...).
-    pub const BPF: u16 = 29;
-    pub const USERFAULTFD: u16 = 30;
-    pub const OPEN_BY_HANDLE_AT: u16 = 31;
-    pub const OPEN_TREE: u16 = 32;
-    pub const FSOPEN: u16 = 33;
-    pub const FSMOUNT: u16 = 34;
-    pub const FSPICK: u16 = 35;
-    pub const IO_URING_SETUP: u16 = 36;
-    /// Descriptors received over a unix socket (SCM_RIGHTS).
-    pub const RECVMSG: u16 = 37;
-    pub const RECVMMSG: u16 = 38;
-    /// Not an acquisition: records the peer address of a tracked socket.
-    pub const CONNECT: u16 = 40;
-    /// Not an acquisition: records the local address of a tracked socket.
-    pub const BIND: u16 = 41;
-    /// Not an acquisition: remembers the descriptor table size before an exec.
-    pub const EXECVE: u16 = 42;
-    /// Not an acquisition: remembers the descriptor table size before an exec.
-    pub const EXECVEAT: u16 = 43;
-    /// Release of one descriptor.
-    pub const CLOSE: u16 = 44;
-    /// Release of a range of descriptors.
-    pub const CLOSE_RANGE: u16 = 45;
-    /// Not an acquisition: sending descriptors over a unix socket (SCM_RIGHTS).
-    pub const SENDMSG: u16 = 46;
-    pub const SENDMMSG: u16 = 47;
-    /// Pseudo-syscall of descriptors already open when tracer attached.
-    pub const PRE_EXISTING: u16 = 50;
-    /// io_uring requests (pseudo-syscalls: the stack is the submitting io_uring_enter's).
-    pub const IOURING_OPENAT: u16 = 51;
-    pub const IOURING_OPENAT2: u16 = 52;
-    pub const IOURING_SOCKET: u16 = 53;
-    pub const IOURING_ACCEPT: u16 = 54;
-    pub const IOURING_CLOSE: u16 = 55;
-    pub const IOURING_PIPE: u16 = 56;
-    /// IORING_OP_FIXED_FD_INSTALL: a fixed file made a regular descriptor.
-    pub const IOURING_FD_INSTALL: u16 = 57;
-    pub const MQ_OPEN: u16 = 58;
-    pub const MEMFD_SECRET: u16 = 59;
-    pub const LANDLOCK_CREATE_RULESET: u16 = 60;
-    /// The pidfd of clone(CLONE_PIDFD) / clone3.
-    pub const CLONE: u16 = 61;
-    pub const CLONE3: u16 = 62;
-    pub const OPEN_TREE_ATTR: u16 = 63;
-    /// Size of the identifier space (array bound for per-syscall tables).
-    pub const COUNT: usize = 64;
+/// Largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit).
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
 
-    /// Whether `id` creates descriptors (as opposed to releasing them or annotating).
-    pub const fn acquires(id: u16) -> bool {
-        (id >= OPEN && id <= RECVMMSG)
-            || (id >= IOURING_OPENAT && id <= IOURING_ACCEPT)
-            || id >= IOURING_PIPE && (id as usize) < COUNT
-    }
+/// Words of the `TRACED_BITS` array: one bit per possible pid.
+pub const TRACED_WORDS: u32 = PID_MAX_LIMIT / 64;
 
-    /// Whether `id` is an io_uring request (acquired at completion, stack of the submission).
-    pub const fn is_io_uring(id: u16) -> bool {
-        id >= IOURING_OPENAT && id <= IOURING_FD_INSTALL
-    }
-}
+pub mod syscall;
 
 /// `fcntl` commands that duplicate a descriptor (ABI constants shared by all architectures).
 pub const F_DUPFD: u64 = 0;
@@ -247,6 +161,24 @@ pub struct FdEntry {
     /// The open file (`struct file *`) the descriptor referred to when accounted (0: unknown).
     /// Verification checks the table still holds this file under this number.
     pub file: u64,
+}
+
+impl FdEntry {
+    /// The entry of a descriptor received from outside the traced tree (a launcher, or a parent
+    /// tracer never saw): not the program's, but known to verification.
+    pub const fn foreign(file: u64) -> Self {
+        Self {
+            seq: 0,
+            ts_ns: 0,
+            tid: 0,
+            origin_tgid: 0,
+            syscall: 0,
+            flags: fd_flag::FOREIGN | fd_flag::INHERITED,
+            _pad: 0,
+            sk: 0,
+            file,
+        }
+    }
 }
 
 /// Value of the `TRACED` map: the in-kernel filter of traced processes.
@@ -504,7 +436,8 @@ pub struct MemoKey {
     pub bp: u64,
 }
 
-/// Value of the `MEMO_SIGS` map: the stack words an unwind from a [`MemoKey`] reads.
+/// Value of the `MEMO_SIGS` map: the stack words an unwind from a [`MemoKey`] reads, and the
+/// stack first learnt under them (most registers only ever see one).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct MemoSig {
@@ -512,6 +445,11 @@ pub struct MemoSig {
     pub n: u32,
     /// Bytes from the stack pointer covering every word.
     pub span: u32,
+    /// Hash of the first stack learnt under this signature, and its call site: a match needs
+    /// no second lookup (other stacks are in `MEMO_STACKS`).
+    pub hash: u64,
+    pub site: u32,
+    pub _pad: u32,
     /// Word indexes (byte offset / 8 from the stack pointer), in the order read.
     pub words: [u16; MEMO_WORDS],
 }
@@ -529,11 +467,12 @@ pub fn memo_mix(h: u64, v: u64) -> u64 {
     x ^ (x >> 29)
 }
 
-/// Hash of a stack under a signature: seed, then each word's index and value.
+/// Hash of a stack under a signature: the seed, then the value of each word in signature
+/// order (the key fixes the signature, so the indexes add nothing).
 pub fn memo_hash(key: &MemoKey, sig_words: &[u16], word_at: impl Fn(u16) -> u64) -> u64 {
-    sig_words.iter().fold(memo_seed(key), |h, &i| {
-        memo_mix(memo_mix(h, i as u64), word_at(i))
-    })
+    sig_words
+        .iter()
+        .fold(memo_seed(key), |h, &i| memo_mix(h, word_at(i)))
 }
 
 /// Value of the `SOCKS` map: which descriptor a tracked socket belongs to.
@@ -643,6 +582,17 @@ pub struct Config {
     pub cgroup_id: u64,
     /// Only processes with this `comm` (NUL-padded); all zeros: any.
     pub comm: [u8; 16],
+    /// tracer's own process, never traced (not even system-wide).
+    pub tracer_tgid: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// The build-time configuration userspace overwrites before load.
+    pub const ZERO: Self = {
+        // SAFETY: every field is an integer or an array of integers.
+        unsafe { core::mem::zeroed() }
+    };
 }
 
 #[cfg(feature = "user")]
@@ -658,4 +608,5 @@ mod pod {
     unsafe impl aya::Pod for SockOwner {}
     unsafe impl aya::Pod for Passed {}
     unsafe impl aya::Pod for IoReq {}
+    unsafe impl aya::Pod for super::syscall::Shape {}
 }

@@ -74,6 +74,8 @@ pub struct Stats {
     pub bad_closes: u64,
     /// Acquisitions whose call site the kernel recognized from the stack memo.
     pub memo_hits: u64,
+    /// CPU time the collector thread used (decoding, unwinding, accounting), nanoseconds.
+    pub collector_cpu_ns: u64,
     /// Differences repaired by reconciling with the kernel's map.
     pub reconciled: Reconciled,
 }
@@ -130,6 +132,17 @@ impl Collecting {
             .map_err(|_| anyhow::anyhow!("the collector is still shared"))?;
         Ok(shared.into_inner().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// CPU time (user and system) of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the provided timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn lock(c: &Mutex<Collector>) -> MutexGuard<'_, Collector> {
@@ -199,7 +212,9 @@ impl Collector {
                     };
                     // SAFETY: one valid pollfd; the ring outlives this thread (shared owns it).
                     unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-                    lock(&collector).drain();
+                    let mut c = lock(&collector);
+                    c.drain();
+                    c.state.stats.collector_cpu_ns = thread_cpu_ns();
                 }
             })
             .context("starting the collector thread")?;

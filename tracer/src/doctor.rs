@@ -250,10 +250,10 @@ fn program_types() -> Vec<Check> {
         |e: aya::programs::ProgramError| format!("attach: {}", short(&format!("{e} {e:?}")));
     out.push(
         Check::new(
-            "tp_btf (sys_enter, sys_exit)",
-            true,
-            "every syscall that creates or releases a descriptor, one program for all",
-            "syscalls cannot be followed",
+            "tp_btf (io_uring_submit_req, io_uring_complete)",
+            false,
+            "io_uring requests that create or close descriptors",
+            "io_uring requests cannot be followed (their descriptors show as missing)",
         )
         .with(try_prog!("doctor_tp_btf", BtfTracePoint, |p| {
             p.load("sys_enter", &btf).map_err(load_err)?;
@@ -277,9 +277,10 @@ fn program_types() -> Vec<Check> {
     out.push(
         Check::new(
             "tracepoint (syscalls:sys_enter_close)",
-            false,
-            "available; not needed (tp_btf covers every syscall)",
-            "not needed: tp_btf covers every syscall",
+            true,
+            "every syscall that creates or releases a descriptor, each on its own tracepoint \
+             (no other syscall runs tracer's code)",
+            "syscalls cannot be followed",
         )
         .with(try_prog!("doctor_tracepoint", TracePoint, |p| {
             p.load().map_err(load_err)?;

@@ -197,49 +197,33 @@ impl fmt::Display for Resource {
 /// Kind of a descriptor from the syscall that created it; `None` for duplicates, whose kind is
 /// their source's.
 pub fn kind_of(ev: &AcquireEvent) -> Option<Kind> {
-    Some(match ev.syscall {
-        sys::OPEN
-        | sys::OPENAT
-        | sys::OPENAT2
-        | sys::CREAT
-        | sys::IOURING_OPENAT
-        | sys::IOURING_OPENAT2
-        | sys::OPEN_BY_HANDLE_AT => match Kind::from_mode(ev.i_mode) {
+    use tracer_common::syscall::kind as k;
+    Some(match tracer_common::syscall::desc(ev.syscall)?.kind {
+        k::BY_MODE_ELSE_FILE => match Kind::from_mode(ev.i_mode) {
             Kind::Other => Kind::File,
-            k => k,
+            kind => kind,
         },
-        sys::SOCKET
-        | sys::SOCKETPAIR
-        | sys::ACCEPT
-        | sys::ACCEPT4
-        | sys::IOURING_SOCKET
-        | sys::IOURING_ACCEPT => Kind::Socket,
-        sys::PIPE | sys::PIPE2 | sys::IOURING_PIPE => Kind::Pipe,
-        sys::EVENTFD | sys::EVENTFD2 => Kind::Eventfd,
-        sys::EPOLL_CREATE | sys::EPOLL_CREATE1 => Kind::Epoll,
-        sys::TIMERFD_CREATE => Kind::Timerfd,
-        sys::SIGNALFD | sys::SIGNALFD4 => Kind::Signalfd,
-        sys::INOTIFY_INIT | sys::INOTIFY_INIT1 => Kind::Inotify,
-        sys::MEMFD_CREATE => Kind::Memfd,
-        sys::PIDFD_OPEN | sys::CLONE | sys::CLONE3 => Kind::Pidfd,
-        sys::IO_URING_SETUP => Kind::IoUring,
-        sys::FANOTIFY_INIT => Kind::Fanotify,
-        sys::PERF_EVENT_OPEN => Kind::PerfEvent,
-        sys::BPF => Kind::Bpf,
-        sys::USERFAULTFD => Kind::Userfaultfd,
-        sys::OPEN_TREE | sys::OPEN_TREE_ATTR | sys::FSOPEN | sys::FSMOUNT | sys::FSPICK => {
-            Kind::Mount
-        }
-        sys::MQ_OPEN => Kind::Mqueue,
-        sys::LANDLOCK_CREATE_RULESET => Kind::Landlock,
-        sys::MEMFD_SECRET => Kind::Secretmem,
-        // Another process's descriptor, one received over a socket, a fixed file: only the
-        // inode says what it is.
-        sys::PIDFD_GETFD | sys::RECVMSG | sys::RECVMMSG | sys::IOURING_FD_INSTALL
-            if ev.i_mode != 0 =>
-        {
-            Kind::from_mode(ev.i_mode)
-        }
+        // A duplicate, another process's descriptor, one received over a socket, a fixed
+        // file: only the inode says what it is.
+        k::BY_MODE if ev.i_mode != 0 => Kind::from_mode(ev.i_mode),
+        k::SOCKET => Kind::Socket,
+        k::PIPE => Kind::Pipe,
+        k::EVENTFD => Kind::Eventfd,
+        k::EPOLL => Kind::Epoll,
+        k::TIMERFD => Kind::Timerfd,
+        k::SIGNALFD => Kind::Signalfd,
+        k::INOTIFY => Kind::Inotify,
+        k::MEMFD => Kind::Memfd,
+        k::PIDFD => Kind::Pidfd,
+        k::IO_URING => Kind::IoUring,
+        k::FANOTIFY => Kind::Fanotify,
+        k::PERF_EVENT => Kind::PerfEvent,
+        k::BPF => Kind::Bpf,
+        k::USERFAULTFD => Kind::Userfaultfd,
+        k::MOUNT => Kind::Mount,
+        k::MQUEUE => Kind::Mqueue,
+        k::LANDLOCK => Kind::Landlock,
+        k::SECRETMEM => Kind::Secretmem,
         _ => return None,
     })
 }

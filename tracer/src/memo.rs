@@ -33,15 +33,20 @@ impl Memo {
         stack: &[u8],
         site: SiteId,
     ) {
+        let hash = memo_hash(&key, reads, |i| word(stack, i));
         match self.sigs.get(&key) {
             // Another path from the same registers read other words: only the signature
             // installed first is exact for the kernel's hash.
             Some(installed) if installed != reads => return,
             Some(_) => {}
             None => {
+                // The first stack under a signature rides in it (one lookup in the kernel).
                 let mut sig = MemoSig {
                     n: reads.len() as u32,
                     span: reads.iter().map(|&w| (w as u32 + 1) * 8).max().unwrap_or(0),
+                    hash,
+                    site,
+                    _pad: 0,
                     words: [0; MEMO_WORDS],
                 };
                 sig.words[..reads.len()].copy_from_slice(reads);
@@ -50,9 +55,11 @@ impl Memo {
                 }
                 self.sigs.insert(key, reads.to_vec());
                 self.owned.entry(key.tgid).or_default().0.push(key);
+                self.stacks.insert(hash, site);
+                self.owned.entry(key.tgid).or_default().1.push(hash);
+                return;
             }
         }
-        let hash = memo_hash(&key, reads, |i| word(stack, i));
         if self.stacks.insert(hash, site).is_none() {
             self.owned.entry(key.tgid).or_default().1.push(hash);
             let _ = probes.memo_add_stack(hash, site);

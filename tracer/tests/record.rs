@@ -296,8 +296,17 @@ fn a_recorder_killed_with_sigkill_leaves_a_readable_record() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start tracer record");
-    // Let it record a second or so of leaks, then kill it mid-write.
-    std::thread::sleep(Duration::from_millis(2000));
+    // Once it records (the adopted descriptors are written when it has attached), let it
+    // record a second of leaks, then kill it mid-write.
+    let attached = std::time::Instant::now();
+    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 1024 {
+        assert!(
+            attached.elapsed() < Duration::from_secs(30),
+            "tracer record did not start recording"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
     recorder.kill().expect("SIGKILL tracer");
     let _ = recorder.wait();
     let _ = target.kill();

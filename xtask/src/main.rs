@@ -10,11 +10,12 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
-    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "tracer's project tasks")]
@@ -41,14 +42,30 @@ enum Task {
     },
     /// Set up, build, and run the whole test suite as CI does (needs root: real eBPF).
     Test,
-    /// Benchmark: a 1M open+close loop bare and under `tracer run`, in one invocation.
+    /// Benchmark: tracer against a bare run and its peers (strace, valgrind, bpftrace) on an
+    /// open loop, a socket loop, an HTTP client loop and nginx under wrk, in one invocation.
     Bench {
-        /// Loop iterations.
-        #[arg(long, default_value_t = 1_000_000)]
-        iterations: u64,
-        /// Runs of each variant (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Paired rounds of every variant (medians are reported).
+        #[arg(long, default_value_t = 15)]
         runs: usize,
+        /// Iterations of the open + read + close loop.
+        #[arg(long, default_value_t = 100_000)]
+        open: u64,
+        /// Iterations of the socket + close loop.
+        #[arg(long, default_value_t = 100_000)]
+        socket: u64,
+        /// HTTP GETs, one connection each.
+        #[arg(long, default_value_t = 5_000)]
+        http: u64,
+        /// Seconds of wrk load on nginx per run.
+        #[arg(long, default_value_t = 5)]
+        wrk_secs: u64,
+        /// Only these workloads: open, socket, http, nginx, unselected (repeat; default: all).
+        #[arg(long = "only", value_name = "WORKLOAD")]
+        only: Vec<String>,
+        /// Bare and tracer only (no strace, valgrind, bpftrace): for quick comparisons.
+        #[arg(long)]
+        no_peers: bool,
     },
 }
 
@@ -92,10 +109,26 @@ fn try_main() -> Result<()> {
             }
             Ok(())
         }
-        Task::Bench { iterations, runs } => {
+        Task::Bench {
+            runs,
+            open,
+            socket,
+            http,
+            wrk_secs,
+            only,
+            no_peers,
+        } => {
             setup()?;
             build()?;
-            bench(iterations, runs)
+            bench::bench(&bench::Options {
+                runs,
+                open,
+                socket,
+                http,
+                wrk_secs,
+                only,
+                peers: !no_peers,
+            })
         }
     }
 }
@@ -188,7 +221,7 @@ const TOOLS: &[Tool] = &[
     Tool {
         probe: "gcc",
         package: "gcc",
-        needed_by: "the C test programs (c-leaky, c-kinds, openclose)",
+        needed_by: "the C test programs (c-leaky, c-kinds) and the benchmark (churn)",
     },
     Tool {
         probe: "g++",
@@ -418,7 +451,7 @@ fn build_programs() -> Result<()> {
     fs::create_dir_all(&out)?;
     let c_programs = [
         ("leaky.c", "c-leaky"),
-        ("openclose.c", "openclose"),
+        ("churn.c", "churn"),
         ("kinds.c", "c-kinds"),
     ];
     let cxx_programs = [("leaky.cpp", "cxx-leaky")];
@@ -535,124 +568,8 @@ fn test() -> Result<()> {
     result
 }
 
+/// The median of some measurements.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Runs a command, returning its stdout and the peak RSS (KiB) of the command itself.
-fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("running {cmd:?}"))?;
-    let pid = child.id() as i32;
-    let mut stdout = String::new();
-    if let Some(mut out) = child.stdout {
-        use std::io::Read as _;
-        out.read_to_string(&mut stdout)?;
-    }
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child.
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{cmd:?} failed (status {status})");
-    }
-    Ok((stdout, usage.ru_maxrss))
-}
-
-fn bench(iterations: u64, runs: usize) -> Result<()> {
-    if !is_root() {
-        bail!("the benchmark loads real eBPF programs: run it as root");
-    }
-    let program = programs_dir().join("openclose");
-    if !program.is_file() {
-        bail!("gcc is needed to build the benchmark program");
-    }
-    let n = iterations.to_string();
-    let ns_per_iter = |out: &str| -> Result<f64> {
-        out.lines()
-            .last()
-            .and_then(|l| l.trim().parse().ok())
-            .with_context(|| format!("unexpected benchmark output {out:?}"))
-    };
-    let started = Instant::now();
-    let variants: [(&str, &[&str]); 3] = [
-        ("bare", &[]),
-        ("tracer run, full stacks (default)", &["--quiet"]),
-        (
-            "tracer run, no stacks (--stack-size 0)",
-            &["--quiet", "--stack-size", "0"],
-        ),
-    ];
-    let mut results = Vec::new();
-    for (name, tracer_args) in variants {
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for _ in 0..runs {
-            let mut cmd = if tracer_args.is_empty() {
-                Command::new(&program)
-            } else {
-                let mut c = tracer_command();
-                c.arg("run").args(tracer_args).arg("--").arg(&program);
-                c
-            };
-            cmd.arg(&n);
-            let (out, max_rss) = run_measured(&mut cmd)?;
-            times.push(ns_per_iter(&out)?);
-            rss = rss.max(max_rss);
-        }
-        results.push((name, median(times), rss));
-    }
-    // The cost for a process tracer does not select, while tracer watches the system.
-    {
-        let mut watcher = tracer_command();
-        watcher
-            .args(["--comm", "no-such-process", "--interval", "3600"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut watcher = watcher.spawn().context("starting system-wide tracer")?;
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let (out, _) = run_measured(Command::new(&program).arg(&n))?;
-            times.push(ns_per_iter(&out)?);
-        }
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) };
-        let _ = watcher.wait();
-        results.push((
-            "unrelated process, `tracer --comm other` watching",
-            median(times),
-            0,
-        ));
-    }
-    let bare = results[0].1;
-    println!(
-        "open+close loop, {iterations} iterations, median of {runs} runs ({:.0} s in all)\n",
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "{:<50} {:>10} {:>14} {:>14} {:>8} {:>12}",
-        "variant", "ns/iter", "+ns/acquire", "+ns/syscall", "ratio", "peak RSS"
-    );
-    for (name, ns, rss) in &results {
-        let added = ns - bare;
-        println!(
-            "{name:<50} {ns:>10.1} {:>14.1} {:>14.1} {:>7.2}x {:>9} KiB",
-            added,
-            added / 2.0,
-            ns / bare,
-            rss
-        );
-    }
-    println!(
-        "\n(+ns/syscall: the added time spread over the iteration's two fd syscalls; peak RSS: of tracer, or of the bare program)"
-    );
-    Ok(())
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -6,14 +6,16 @@ pub mod preflight;
 pub mod syscalls;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, SockOwner, counter,
-    proc_flag,
+    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, SockOwner, TRACED_WORDS,
+    counter, proc_flag, syscall::Shape,
 };
 
 /// `BPF_NOEXIST` map-update flag: insert only if absent.
@@ -90,6 +92,87 @@ impl Counters {
 pub struct Probes {
     ebpf: Ebpf,
     lost_coverage: Vec<String>,
+    traced_bits: TracedBits,
+    /// The syscall tracepoint links, detached together when dropped (see [`Detach`]).
+    _syscall_links: Detach,
+}
+
+/// Links detached in parallel. Detaching a syscall tracepoint waits for an RCU grace period
+/// (about 70 ms here); one after the other, tracer's fifty would take seconds to exit, while
+/// concurrent waits share their grace periods.
+struct Detach(Vec<aya::programs::trace_point::TracePointLink>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.0);
+        std::thread::scope(|s| {
+            for link in links {
+                s.spawn(move || drop(link));
+            }
+        });
+    }
+}
+
+/// The kernel's TRACED_BITS array, mapped: one bit per pid, updated atomically on both sides.
+struct TracedBits {
+    words: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics.
+unsafe impl Send for TracedBits {}
+
+impl TracedBits {
+    fn map(ebpf: &mut Ebpf) -> Result<Self> {
+        let aya::maps::Map::Array(data) = map(ebpf, "TRACED_BITS")? else {
+            bail!("TRACED_BITS is not an array");
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let len = TRACED_WORDS as usize;
+        // SAFETY: maps the array (BPF_F_MMAPABLE) read-write and shared; the kernel keeps it
+        // alive while the mapping exists.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!(
+                "mapping the kernel's process filter: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self {
+            words: std::ptr::NonNull::new(ptr.cast()).context("mmap returned null")?,
+            len,
+        })
+    }
+
+    fn set(&self, pid: u32, on: bool) {
+        let (word, bit) = ((pid / 64) as usize, 1u64 << (pid % 64));
+        if word >= self.len {
+            return;
+        }
+        // SAFETY: `word` is inside the mapping.
+        let w = unsafe { &*self.words.as_ptr().add(word) };
+        if on {
+            w.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            w.fetch_and(!bit, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for TracedBits {
+    fn drop(&mut self) {
+        // SAFETY: unmaps what `map` mapped.
+        unsafe { libc::munmap(self.words.as_ptr().cast(), self.len * 8) };
+    }
 }
 
 impl Probes {
@@ -109,6 +192,8 @@ impl Probes {
             cgroup_level,
             cgroup_id,
             comm: comm_filter(opts.filter.comm.as_deref())?,
+            tracer_tgid: std::process::id(),
+            _pad: 0,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -117,15 +202,15 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("loading the eBPF programs into the kernel: {e}"))?;
 
-        let hooked = syscalls::hooked_syscalls();
         {
-            let mut table: Array<_, u16> = Array::try_from(map(&mut ebpf, "SYSCALLS")?)?;
-            for h in &hooked {
+            let mut table: Array<_, Shape> = Array::try_from(map(&mut ebpf, "SYSCALLS")?)?;
+            for d in syscalls::hooked() {
                 table
-                    .set(h.nr as u32, h.id, 0)
-                    .with_context(|| format!("registering syscall {}", h.name))?;
+                    .set(d.nr, d.shape, 0)
+                    .with_context(|| format!("registering syscall {}", d.name))?;
             }
         }
+        let traced_bits = TracedBits::map(&mut ebpf)?;
 
         {
             // Each CPU's acquisition ids start at cpu << 48: unique without a CPU lookup.
@@ -189,21 +274,31 @@ impl Probes {
             lost_coverage
                 .push("io_uring requests are not followed (kernel BTF lacks io_kiocb)".into());
         }
+        let mut syscall_links = Detach(Vec::new());
         // The syscall hooks go last: once they see a process, its forks, execs and exit are
-        // seen too (a process living only while tracer attaches is still whole).
-        for name in ["sys_enter", "sys_exit"] {
-            let p: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("eBPF object lacks program {name}"))?
+        // seen too (a process living only while tracer attaches is still whole). Each is
+        // attached to the tracepoints of exactly the syscalls it handles.
+        for (prog, at_entry) in [("sys_enter", true), ("sys_exit", false)] {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
                 .try_into()?;
-            p.load(name, &btf)
-                .map_err(|e| anyhow!("loading {name}: {}", verifier_error(&e)))?;
-            p.attach()
-                .map_err(|e| anyhow!("attaching to tp_btf/{name}: {e}"))?;
+            p.load()
+                .map_err(|e| anyhow!("loading {prog}: {}", verifier_error(&e)))?;
+            for d in syscalls::hooked().filter(|d| d.at_entry() == at_entry) {
+                let tp = syscalls::tracepoint(d);
+                match p.attach("syscalls", &tp).and_then(|id| p.take_link(id)) {
+                    Ok(link) => syscall_links.0.push(link),
+                    Err(e) => lost_coverage
+                        .push(format!("{} is not followed (syscalls/{tp}: {e})", d.name)),
+                }
+            }
         }
         Ok(Self {
             ebpf,
             lost_coverage,
+            traced_bits,
+            _syscall_links: syscall_links,
         })
     }
 
@@ -227,7 +322,9 @@ impl Probes {
                 },
                 0,
             )
-            .with_context(|| format!("registering pid {tgid} for tracing"))
+            .with_context(|| format!("registering pid {tgid} for tracing"))?;
+        self.traced_bits.set(tgid, self_too);
+        Ok(())
     }
 
     /// Accounts a descriptor that was open before tracing began (unless the kernel already
@@ -242,6 +339,7 @@ impl Probes {
     pub fn untrace(&mut self, tgid: u32) -> Result<()> {
         let mut traced: HashMap<_, u32, ProcState> =
             HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
+        self.traced_bits.set(tgid, false);
         match traced.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("unregistering pid {tgid}")),

@@ -17,6 +17,7 @@ pub fn check() -> Result<()> {
     privileges().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
     kernel_version().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
     kernel_btf().map_err(|e| anyhow::anyhow!("{e} {hint}"))?;
+    tracefs().map_err(|e| anyhow::anyhow!("tracefs: {e} {hint}"))?;
     let _ = raise_memlock();
     Ok(())
 }
@@ -107,7 +108,7 @@ pub fn raise_memlock() -> Result<String> {
     bail!("limited to {limit}")
 }
 
-/// Where tracefs is mounted, mounting it when it is not (tracer itself does not need it).
+/// Where tracefs is mounted, mounting it when it is not (the syscall hooks attach through it).
 pub fn tracefs() -> Result<String> {
     let path = "/sys/kernel/tracing";
     if Path::new(path).join("events").exists() {

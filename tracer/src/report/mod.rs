@@ -210,6 +210,8 @@ pub struct EventTotals {
     pub drops: Drops,
     /// Acquisitions whose stack the kernel recognized from the stack memo (no copy sent).
     pub stack_memo_hits: u64,
+    /// CPU time tracer's collector spent on these events (decoding, unwinding, accounting).
+    pub collector_cpu_ms: f64,
 }
 
 /// Every kind of loss, counted separately.
@@ -574,6 +576,7 @@ impl Report {
                 lost: c.lost() + input.stats.bad_records,
                 drops,
                 stack_memo_hits: input.stats.memo_hits,
+                collector_cpu_ms: input.stats.collector_cpu_ns as f64 / 1e6,
             },
             coverage_lost: input.coverage_lost.to_vec(),
             timeline: timeline(input.acct),

@@ -1,0 +1,106 @@
+//! Reading a task's descriptor table: the table itself, its open bitmap, the open file behind a
+//! number, and what an open file is (inode, socket).
+use aya_ebpf::helpers::bpf_get_current_task;
+
+use crate::{kmem::kread, maps::off};
+
+/// File type bits of `i_mode`.
+pub const S_IFMT: u16 = 0o170000;
+pub const S_IFSOCK: u16 = 0o140000;
+
+/// The descriptor table (`struct fdtable *`) of a task.
+#[inline(always)]
+pub fn task_fdt(task: u64) -> Option<u64> {
+    let files: u64 = kread(task, off!(task_files))?;
+    kread(files, off!(files_fdt))
+}
+
+/// The current task's descriptor table.
+#[inline(always)]
+pub fn current_fdt() -> Option<u64> {
+    // SAFETY: helper without preconditions.
+    task_fdt(unsafe { bpf_get_current_task() })
+}
+
+/// The number of slots of a table.
+#[inline(always)]
+pub fn max_fds(fdt: u64) -> Option<u32> {
+    kread(fdt, off!(fdt_max_fds))
+}
+
+/// The open file (`struct file *`) behind `fd` in table `fdt` (0 if none).
+#[inline(always)]
+pub fn fd_file(fdt: u64, fd: i32) -> u64 {
+    if fd < 0 {
+        return 0;
+    }
+    kread::<u64>(fdt, off!(fdt_fd))
+        .and_then(|arr| kread::<u64>(arr, fd as u64 * 8))
+        .unwrap_or(0)
+}
+
+/// Inode number and file type bits of an open file.
+#[inline(always)]
+pub fn file_inode(file: u64) -> (u64, u16) {
+    match kread::<u64>(file, off!(file_inode)) {
+        Some(inode) => (
+            kread(inode, off!(inode_ino)).unwrap_or(0),
+            kread::<u16>(inode, off!(inode_mode)).unwrap_or(0) & S_IFMT,
+        ),
+        None => (0, 0),
+    }
+}
+
+/// The `struct sock *` of a socket file (0 if unknown). Only valid for socket files.
+#[inline(always)]
+pub fn file_socket(file: u64) -> u64 {
+    kread::<u64>(file, off!(file_private_data))
+        .and_then(|socket| kread::<u64>(socket, off!(socket_sk)))
+        .unwrap_or(0)
+}
+
+/// A table's open-descriptor bitmap, read a word at a time (loops over numbers share a word).
+#[repr(C)]
+pub struct OpenBits {
+    fdt: u64,
+    word: u64,
+    /// Index of the cached word (u32::MAX: none yet).
+    word_index: u32,
+    /// Words that could not be read (read as all closed).
+    pub failures: u32,
+}
+
+impl OpenBits {
+    pub const fn new(fdt: u64) -> Self {
+        Self {
+            fdt,
+            word: 0,
+            word_index: u32::MAX,
+            failures: 0,
+        }
+    }
+
+    /// The table these bits are of.
+    pub const fn fdt(&self) -> u64 {
+        self.fdt
+    }
+
+    /// Whether `fd` is open.
+    #[inline(always)]
+    pub fn is_open(&mut self, fd: u32) -> bool {
+        let index = fd / 64;
+        if index != self.word_index {
+            let word = kread::<u64>(self.fdt, off!(fdt_open_fds))
+                .and_then(|bits| kread::<u64>(bits, index as u64 * 8));
+            self.word = match word {
+                Some(w) => w,
+                None => {
+                    self.failures += 1;
+                    0
+                }
+            };
+            self.word_index = index;
+        }
+        self.word & (1u64 << (fd % 64)) != 0
+    }
+}
