@@ -13,9 +13,11 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tracer_common::FdEntry;
 
-use crate::enrich::{Kind, Resource, SocketInfo};
+use crate::{
+    enrich::{Kind, Resource, SocketInfo},
+    health::Reconciled,
+};
 
 /// Interned call site (an unwound stack), see `collector::Sites`.
 pub type SiteId = u32;
@@ -190,15 +192,6 @@ impl Process {
     }
 }
 
-/// Mismatches found when aligning a process with the kernel's map.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reconciled {
-    /// Descriptors the kernel holds that no event told us about (lost acquire events).
-    pub unseen_acquisitions: u64,
-    /// Descriptors we held that the kernel no longer has (lost release events).
-    pub unseen_releases: u64,
-}
-
 /// The number of descriptors each process held at one moment (only those that changed since
 /// the previous sample).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +216,8 @@ pub struct Described {
 pub struct KernelEntry {
     pub seq: u64,
     pub origin_tgid: u32,
+    /// The acquiring syscall (what an acquisition never seen is called).
+    pub syscall: u16,
 }
 
 /// One change to the accounting, as journaled and replayed.
@@ -307,7 +302,7 @@ const DELETED: &str = " (deleted)";
 const PASSED_MEMORY: usize = 65536;
 
 /// The whole accounting.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Accounting {
     acqs: HashMap<u64, Acquisition>,
     /// Released acquisitions that had been sent to another process, oldest first.
@@ -340,14 +335,12 @@ impl Accounting {
             .unwrap_or_default()
     }
 
-    fn log(&mut self, change: impl FnOnce() -> Change) {
-        if let Some(j) = &mut self.journal {
-            j.push(change());
-        }
-    }
-
-    /// Replays a journaled change.
+    /// Applies one change: the only way the accounting changes, and the only place changes
+    /// are journaled (a record replays the journal through here).
     pub fn apply(&mut self, change: Change) {
+        if let Some(j) = &mut self.journal {
+            j.push(change.clone());
+        }
         match change {
             Change::Describe(pid, d) => self.describe(pid, *d),
             Change::Acquire { pid, fds, seq, acq } => self.acquire(pid, &fds, seq, *acq),
@@ -357,9 +350,7 @@ impl Accounting {
                 fd,
                 seq,
                 passed,
-            } => {
-                self.release(pid, fd, seq, passed);
-            }
+            } => self.release(pid, fd, seq, passed),
             Change::Failure {
                 pid,
                 key,
@@ -367,60 +358,50 @@ impl Accounting {
                 fd,
                 ts_ns,
             } => self.failure(pid, key, errno, fd, ts_ns),
-            Change::Verified(pid, v) => self.verified(pid, *v),
-            Change::Socket(seq, info) => self.annotate_socket(seq, |i| *i = *info),
+            Change::Verified(pid, v) => self.process_mut(pid).verify = Some(*v),
+            Change::Socket(seq, info) => {
+                if let Some(Acquisition {
+                    resource: Resource::Socket(i),
+                    ..
+                }) = self.acqs.get_mut(&seq)
+                {
+                    *i = *info;
+                }
+            }
             Change::Unlinked(seq) => self.unlinked(seq),
-            Change::MarkPassed(seq) => self.mark_passed(seq),
+            Change::MarkPassed(seq) => {
+                if let Some(a) = self.acqs.get_mut(&seq) {
+                    a.passed = true;
+                }
+            }
             Change::Fork {
                 parent,
                 child,
                 ts_ns,
             } => self.fork(parent, child, ts_ns),
             Change::Exec(pid, exe) => self.exec(pid, exe),
-            Change::Exit { pid, status, ts_ns } => self.exit(pid, status, ts_ns),
-            Change::ExitUnseen { pid, ts_ns } => self.exit_unseen(pid, ts_ns),
-            Change::Reconcile { pid, kernel, made } => {
-                let entries: Vec<(u32, FdEntry)> = kernel
-                    .iter()
-                    .map(|(fd, k)| {
-                        (
-                            *fd,
-                            FdEntry {
-                                seq: k.seq,
-                                origin_tgid: k.origin_tgid,
-                                ..Default::default()
-                            },
-                        )
-                    })
-                    .collect();
-                let made: HashMap<u64, Acquisition> = made.into_iter().collect();
-                self.reconcile(pid, &entries, |e| {
-                    made.get(&e.seq).cloned().unwrap_or_else(|| {
-                        Acquisition::new(
-                            GroupKey {
-                                site: None,
-                                syscall: e.syscall,
-                            },
-                            Kind::Other,
-                            Resource::Unknown,
-                            e.ts_ns,
-                        )
-                    })
-                });
+            Change::Exit { pid, status, ts_ns } => {
+                let p = self.process_mut(pid);
+                p.exit_status = Some(status);
+                p.ended_ns = Some(ts_ns);
             }
+            Change::ExitUnseen { pid, ts_ns } => {
+                let p = self.process_mut(pid);
+                p.exit_unseen = true;
+                p.ended_ns = Some(ts_ns);
+            }
+            Change::Reconcile { pid, kernel, made } => self.reconcile(pid, &kernel, made),
             Change::Sample(sample) => {
                 for &(pid, n) in &sample.counts {
                     self.sampled.insert(pid, n);
                 }
-                self.log(|| Change::Sample(sample.clone()));
                 self.samples.push(sample);
             }
         }
     }
 
     /// Records what is known of a process's identity.
-    pub fn describe(&mut self, pid: u32, d: Described) {
-        self.log(|| Change::Describe(pid, Box::new(d.clone())));
+    fn describe(&mut self, pid: u32, d: Described) {
         let p = self.process_mut(pid);
         if let Some(v) = d.ppid {
             p.ppid = v;
@@ -464,13 +445,7 @@ impl Accounting {
     }
 
     /// Records that `pid` acquired `fds` (one, or a pair) in acquisition `seq`.
-    pub fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
-        self.log(|| Change::Acquire {
-            pid,
-            fds: fds.to_vec(),
-            seq,
-            acq: Box::new(acq.clone()),
-        });
+    fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
         let key = acq.key;
         let mut acq = acq;
         let mut replaced = Vec::new();
@@ -494,13 +469,7 @@ impl Accounting {
 
     /// Records a descriptor that was already open when tracing began (no acquisition seen, so
     /// no call-site counts).
-    pub fn pre_existing(&mut self, pid: u32, fd: u32, seq: u64, acq: Acquisition) {
-        self.log(|| Change::PreExisting {
-            pid,
-            fd,
-            seq,
-            acq: Box::new(acq.clone()),
-        });
+    fn pre_existing(&mut self, pid: u32, fd: u32, seq: u64, acq: Acquisition) {
         let mut acq = acq;
         acq.refs = 1;
         self.acqs.insert(seq, acq);
@@ -510,18 +479,11 @@ impl Accounting {
         }
     }
 
-    /// Records a release; `passed`: the descriptor had been sent to another process. Returns
-    /// whether it matched a held descriptor.
-    pub fn release(&mut self, pid: u32, fd: u32, seq: u64, passed: bool) -> bool {
-        self.log(|| Change::Release {
-            pid,
-            fd,
-            seq,
-            passed,
-        });
+    /// Records a release; `passed`: the descriptor had been sent to another process.
+    fn release(&mut self, pid: u32, fd: u32, seq: u64, passed: bool) {
         let Some(proc) = self.procs.get_mut(&pid) else {
             self.unmatched_releases += 1;
-            return false;
+            return;
         };
         match proc.open.get(&fd) {
             Some(h) if h.seq == seq => {
@@ -530,7 +492,7 @@ impl Accounting {
             }
             _ => {
                 self.unmatched_releases += 1;
-                return false;
+                return;
             }
         }
         if let Some(acq) = self.acqs.get_mut(&seq) {
@@ -538,19 +500,11 @@ impl Accounting {
             acq.passed |= passed;
         }
         self.unref(seq);
-        true
     }
 
     /// Records a call at `key` that failed with `errno`: an acquisition on EMFILE or ENFILE,
     /// or a close of descriptor `fd` on EBADF.
-    pub fn failure(&mut self, pid: u32, key: GroupKey, errno: u32, fd: i32, ts_ns: u64) {
-        self.log(|| Change::Failure {
-            pid,
-            key,
-            errno,
-            fd,
-            ts_ns,
-        });
+    fn failure(&mut self, pid: u32, key: GroupKey, errno: u32, fd: i32, ts_ns: u64) {
         let p = self.process_mut(pid);
         let double = errno == libc::EBADF as u32 && fd >= 0 && p.closed.contains(&(fd as u32));
         let h = p.failures.entry((key, errno)).or_default();
@@ -562,27 +516,19 @@ impl Accounting {
         h.last_ns = ts_ns;
     }
 
-    /// Records the verification of `pid`'s accounting.
-    pub fn verified(&mut self, pid: u32, v: Verification) {
-        self.log(|| Change::Verified(pid, Box::new(v.clone())));
-        self.process_mut(pid).verify = Some(v);
-    }
-
-    /// Updates the socket description of acquisition `seq` (connect/bind addresses).
-    pub fn annotate_socket(&mut self, seq: u64, f: impl FnOnce(&mut SocketInfo)) {
-        if let Some(Acquisition {
-            resource: Resource::Socket(info),
-            ..
-        }) = self.acqs.get_mut(&seq)
-        {
-            f(info);
-            let info = info.clone();
-            self.log(|| Change::Socket(seq, Box::new(info)));
+    /// The socket description of acquisition `seq`, when it is a socket.
+    pub fn socket_info(&self, seq: u64) -> Option<&SocketInfo> {
+        match self.acqs.get(&seq) {
+            Some(Acquisition {
+                resource: Resource::Socket(info),
+                ..
+            }) => Some(info),
+            _ => None,
         }
     }
 
     /// The file acquisition `seq` opened was unlinked: its path says so.
-    pub fn unlinked(&mut self, seq: u64) {
+    fn unlinked(&mut self, seq: u64) {
         if let Some(Acquisition {
             resource: Resource::Path(path),
             ..
@@ -590,7 +536,6 @@ impl Accounting {
             && !path.ends_with(DELETED)
         {
             path.push_str(DELETED);
-            self.log(|| Change::Unlinked(seq));
         }
     }
 
@@ -612,12 +557,7 @@ impl Accounting {
     }
 
     /// A new process: starts with a copy of its parent's descriptors.
-    pub fn fork(&mut self, parent: u32, child: u32, ts_ns: u64) {
-        self.log(|| Change::Fork {
-            parent,
-            child,
-            ts_ns,
-        });
+    fn fork(&mut self, parent: u32, child: u32, ts_ns: u64) {
         self.retire(child);
         let (held, comm, exe, cwd, argv) = match self.procs.get(&parent) {
             Some(p) => (
@@ -663,8 +603,7 @@ impl Accounting {
     }
 
     /// The process now runs `exe`; the descriptors it still holds survived the exec.
-    pub fn exec(&mut self, pid: u32, exe: String) {
-        self.log(|| Change::Exec(pid, exe.clone()));
+    fn exec(&mut self, pid: u32, exe: String) {
         let p = self.process_mut(pid);
         for h in p.open.values_mut() {
             h.across_exec = true;
@@ -680,70 +619,50 @@ impl Accounting {
         p.exe = exe;
     }
 
-    /// The process exited with a raw wait status.
-    pub fn exit(&mut self, pid: u32, status: u32, ts_ns: u64) {
-        self.log(|| Change::Exit { pid, status, ts_ns });
-        let p = self.process_mut(pid);
-        p.exit_status = Some(status);
-        p.ended_ns = Some(ts_ns);
-    }
-
-    /// The process is gone although its exit was not seen (its exit record was lost).
-    pub fn exit_unseen(&mut self, pid: u32, ts_ns: u64) {
-        self.log(|| Change::ExitUnseen { pid, ts_ns });
-        let p = self.process_mut(pid);
-        p.exit_unseen = true;
-        p.ended_ns = Some(ts_ns);
-    }
-
-    /// Aligns `pid`'s held descriptors with the kernel's entries for it, which are the truth.
-    /// `make_unknown` builds the acquisition of an entry no event described.
-    pub fn reconcile(
-        &mut self,
+    /// What aligning `pid` with the kernel's entries for it would repair (see
+    /// [`Change::Reconcile`]), and the entries whose acquisition was never seen.
+    pub fn reconcile_diff(
+        &self,
         pid: u32,
-        kernel: &[(u32, FdEntry)],
-        make_unknown: impl Fn(&FdEntry) -> Acquisition,
-    ) -> Reconciled {
-        let mut made = Vec::new();
-        let out = self.reconcile_inner(pid, kernel, |e| {
-            let a = make_unknown(e);
-            made.push((e.seq, a.clone()));
-            a
-        });
-        self.log(|| Change::Reconcile {
-            pid,
-            kernel: kernel
-                .iter()
-                .map(|(fd, e)| {
-                    (
-                        *fd,
-                        KernelEntry {
-                            seq: e.seq,
-                            origin_tgid: e.origin_tgid,
-                        },
-                    )
-                })
-                .collect(),
-            made,
-        });
-        out
-    }
-
-    fn reconcile_inner(
-        &mut self,
-        pid: u32,
-        kernel: &[(u32, FdEntry)],
-        mut make_unknown: impl FnMut(&FdEntry) -> Acquisition,
-    ) -> Reconciled {
+        kernel: &[(u32, KernelEntry)],
+    ) -> (Reconciled, Vec<u64>) {
         let mut out = Reconciled::default();
+        let held = self.procs.get(&pid).map(|p| &p.open);
+        let in_kernel: HashMap<u32, u64> = kernel.iter().map(|(fd, e)| (*fd, e.seq)).collect();
+        for (fd, h) in held.into_iter().flatten() {
+            if in_kernel.get(fd) != Some(&h.seq) {
+                out.unseen_releases += 1;
+            }
+        }
+        let mut unknown = Vec::new();
+        for (fd, e) in kernel {
+            if held.and_then(|o| o.get(fd)).is_some_and(|h| h.seq == e.seq) {
+                continue;
+            }
+            out.unseen_acquisitions += 1;
+            if !self.acqs.contains_key(&e.seq) {
+                unknown.push(e.seq);
+            }
+        }
+        (out, unknown)
+    }
+
+    /// Aligns `pid`'s held descriptors with the kernel's entries for it, which are the truth;
+    /// `made` are the acquisitions of entries no event described.
+    fn reconcile(
+        &mut self,
+        pid: u32,
+        kernel: &[(u32, KernelEntry)],
+        made: Vec<(u64, Acquisition)>,
+    ) {
+        let mut made: HashMap<u64, Acquisition> = made.into_iter().collect();
         let held: Vec<(u32, Held)> = match self.procs.get(&pid) {
             Some(p) => p.open.iter().map(|(f, h)| (*f, *h)).collect(),
             None => Vec::new(),
         };
-        let in_kernel: HashMap<u32, &FdEntry> = kernel.iter().map(|(fd, e)| (*fd, e)).collect();
+        let in_kernel: HashMap<u32, &KernelEntry> = kernel.iter().map(|(fd, e)| (*fd, e)).collect();
         for (fd, h) in &held {
             if in_kernel.get(fd).is_none_or(|e| e.seq != h.seq) {
-                out.unseen_releases += 1;
                 if let Some(p) = self.procs.get_mut(&pid) {
                     p.open.remove(fd);
                 }
@@ -759,10 +678,19 @@ impl Accounting {
             if matches {
                 continue;
             }
-            out.unseen_acquisitions += 1;
             let acq = match self.acqs.entry(e.seq) {
                 Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(make_unknown(e)),
+                Entry::Vacant(v) => v.insert(made.remove(&e.seq).unwrap_or_else(|| {
+                    Acquisition::new(
+                        GroupKey {
+                            site: None,
+                            syscall: e.syscall,
+                        },
+                        Kind::Other,
+                        Resource::Unknown,
+                        0,
+                    )
+                })),
             };
             acq.refs += 1;
             let key = acq.key;
@@ -783,11 +711,10 @@ impl Accounting {
                 c.acquired += 1;
             }
         }
-        out
     }
 
-    /// Samples the descriptor count of every process whose count changed since the last sample.
-    pub fn sample(&mut self, ts_ns: u64) {
+    /// The sample of every process whose descriptor count changed since the last sample.
+    pub fn due_sample(&self, ts_ns: u64) -> Option<Sample> {
         let mut counts: Vec<(u32, u32)> = self
             .procs
             .values()
@@ -795,10 +722,10 @@ impl Accounting {
             .filter(|(pid, n)| self.sampled.get(pid) != Some(n))
             .collect();
         if counts.is_empty() {
-            return;
+            return None;
         }
         counts.sort_unstable();
-        self.apply(Change::Sample(Sample { ts_ns, counts }));
+        Some(Sample { ts_ns, counts })
     }
 
     /// Every process, archived ones first, then by pid.
@@ -814,15 +741,6 @@ impl Accounting {
             && old.exited()
         {
             self.archived.push(old);
-        }
-    }
-
-    /// Marks acquisition `seq` as sent to another process (its sender is remembered after it
-    /// is released).
-    pub fn mark_passed(&mut self, seq: u64) {
-        self.log(|| Change::MarkPassed(seq));
-        if let Some(a) = self.acqs.get_mut(&seq) {
-            a.passed = true;
         }
     }
 
@@ -863,16 +781,34 @@ mod tests {
         )
     }
 
+    fn acquire(a: &mut Accounting, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
+        a.apply(Change::Acquire {
+            pid,
+            fds: fds.to_vec(),
+            seq,
+            acq: Box::new(acq),
+        });
+    }
+
+    fn release(a: &mut Accounting, pid: u32, fd: u32, seq: u64, passed: bool) {
+        a.apply(Change::Release {
+            pid,
+            fd,
+            seq,
+            passed,
+        });
+    }
+
     #[test]
     fn acquire_release_counts_per_site() {
         let mut a = Accounting::default();
         for i in 0..5 {
-            a.acquire(1, &[3 + i], 100 + i as u64, acq(7));
+            acquire(&mut a, 1, &[3 + i], 100 + i as u64, acq(7));
         }
-        assert!(a.release(1, 3, 100, false));
-        assert!(a.release(1, 4, 101, false));
+        release(&mut a, 1, 3, 100, false);
+        release(&mut a, 1, 4, 101, false);
         // Wrong seq: not ours.
-        assert!(!a.release(1, 5, 999, false));
+        release(&mut a, 1, 5, 999, false);
         let p = a.process(1).unwrap();
         assert_eq!(p.open.len(), 3);
         let key = GroupKey {
@@ -898,19 +834,23 @@ mod tests {
     #[test]
     fn pairs_count_two_descriptors_one_acquisition() {
         let mut a = Accounting::default();
-        a.acquire(1, &[3, 4], 50, acq(1));
+        acquire(&mut a, 1, &[3, 4], 50, acq(1));
         assert_eq!(a.process(1).unwrap().open.len(), 2);
-        a.release(1, 3, 50, false);
+        release(&mut a, 1, 3, 50, false);
         assert!(a.acquisition(50).is_some());
-        a.release(1, 4, 50, false);
+        release(&mut a, 1, 4, 50, false);
         assert!(a.acquisition(50).is_none());
     }
 
     #[test]
     fn fork_inherits_and_releases_independently() {
         let mut a = Accounting::default();
-        a.acquire(1, &[3], 10, acq(1));
-        a.fork(1, 2, 5);
+        acquire(&mut a, 1, &[3], 10, acq(1));
+        a.apply(Change::Fork {
+            parent: 1,
+            child: 2,
+            ts_ns: 5,
+        });
         let child = a.process(2).unwrap();
         assert_eq!(
             child.open[&3],
@@ -921,41 +861,53 @@ mod tests {
             }
         );
         assert_eq!(child.ppid, 1);
-        assert!(a.release(2, 3, 10, false));
+        release(&mut a, 2, 3, 10, false);
         assert!(a.process(1).unwrap().open.contains_key(&3));
         assert!(a.acquisition(10).is_some());
-        assert!(a.release(1, 3, 10, false));
+        release(&mut a, 1, 3, 10, false);
         assert!(a.acquisition(10).is_none());
+        assert_eq!(a.unmatched_releases, 0);
     }
 
     #[test]
     fn exec_marks_survivors_and_double_closes_are_told_apart() {
         let mut a = Accounting::default();
-        a.acquire(1, &[3], 10, acq(1));
-        a.acquire(1, &[4], 11, acq(1));
-        assert!(a.release(1, 4, 11, false));
+        acquire(&mut a, 1, &[3], 10, acq(1));
+        acquire(&mut a, 1, &[4], 11, acq(1));
+        release(&mut a, 1, 4, 11, false);
         let close = GroupKey {
             site: Some(9),
             syscall: sys::CLOSE,
         };
         let ebadf = libc::EBADF as u32;
-        a.failure(1, close, ebadf, 4, 1);
-        a.failure(1, close, ebadf, 77, 2);
+        for (fd, ts_ns) in [(4, 1), (77, 2)] {
+            a.apply(Change::Failure {
+                pid: 1,
+                key: close,
+                errno: ebadf,
+                fd,
+                ts_ns,
+            });
+        }
         let f = a.process(1).unwrap().failures[&(close, ebadf)];
         assert_eq!((f.count, f.double), (2, 1));
-        a.exec(1, "/bin/helper".into());
+        a.apply(Change::Exec(1, "/bin/helper".into()));
         assert!(a.process(1).unwrap().open[&3].across_exec);
-        a.fork(1, 2, 5);
+        a.apply(Change::Fork {
+            parent: 1,
+            child: 2,
+            ts_ns: 5,
+        });
         assert!(a.process(2).unwrap().open[&3].across_exec);
     }
 
     #[test]
     fn passed_acquisitions_outlive_their_release() {
         let mut a = Accounting::default();
-        a.acquire(1, &[3], 10, acq(1));
-        a.acquire(1, &[4], 11, acq(2));
-        assert!(a.release(1, 3, 10, true));
-        assert!(a.release(1, 4, 11, false));
+        acquire(&mut a, 1, &[3], 10, acq(1));
+        acquire(&mut a, 1, &[4], 11, acq(2));
+        release(&mut a, 1, 3, 10, true);
+        release(&mut a, 1, 4, 11, false);
         assert!(a.acquisition(10).is_none());
         assert_eq!(a.sent(10).map(|s| s.key.site), Some(Some(1)));
         assert!(a.sent(11).is_none());
@@ -964,38 +916,15 @@ mod tests {
     #[test]
     fn reconcile_trusts_the_kernel() {
         let mut a = Accounting::default();
-        a.acquire(1, &[3], 10, acq(1));
-        a.acquire(1, &[4], 11, acq(1));
-        let kernel = [
-            (
-                4,
-                FdEntry {
-                    seq: 11,
-                    origin_tgid: 1,
-                    ..Default::default()
-                },
-            ),
-            (
-                9,
-                FdEntry {
-                    seq: 77,
-                    origin_tgid: 1,
-                    syscall: sys::SOCKET,
-                    ..Default::default()
-                },
-            ),
-        ];
-        let r = a.reconcile(1, &kernel, |e| {
-            Acquisition::new(
-                GroupKey {
-                    site: None,
-                    syscall: e.syscall,
-                },
-                Kind::Socket,
-                Resource::Unknown,
-                e.ts_ns,
-            )
-        });
+        acquire(&mut a, 1, &[3], 10, acq(1));
+        acquire(&mut a, 1, &[4], 11, acq(1));
+        let entry = |seq, syscall| KernelEntry {
+            seq,
+            origin_tgid: 1,
+            syscall,
+        };
+        let kernel = vec![(4, entry(11, sys::OPENAT)), (9, entry(77, sys::SOCKET))];
+        let (r, unknown) = a.reconcile_diff(1, &kernel);
         assert_eq!(
             r,
             Reconciled {
@@ -1003,17 +932,65 @@ mod tests {
                 unseen_releases: 1
             }
         );
+        assert_eq!(unknown, [77]);
+        let made = vec![(
+            77,
+            Acquisition::new(
+                GroupKey {
+                    site: None,
+                    syscall: sys::SOCKET,
+                },
+                Kind::Socket,
+                Resource::Unknown,
+                0,
+            ),
+        )];
+        a.apply(Change::Reconcile {
+            pid: 1,
+            kernel,
+            made,
+        });
         let p = a.process(1).unwrap();
         assert_eq!(p.open.keys().copied().collect::<Vec<_>>(), vec![4, 9]);
         assert_eq!(a.acquisition(77).unwrap().kind, Kind::Socket);
     }
 
     #[test]
+    fn the_journal_replays_to_the_same_accounting() {
+        let mut a = Accounting::default();
+        a.journal();
+        acquire(&mut a, 1, &[3], 10, acq(1));
+        acquire(&mut a, 1, &[4, 5], 11, acq(2));
+        release(&mut a, 1, 4, 11, false);
+        a.apply(Change::Exit {
+            pid: 1,
+            status: 0,
+            ts_ns: 9,
+        });
+        let mut b = Accounting::default();
+        for c in a.take_changes() {
+            b.apply(c);
+        }
+        let (pa, pb) = (a.process(1).unwrap(), b.process(1).unwrap());
+        assert_eq!(pa.open, pb.open);
+        assert_eq!(pa.groups, pb.groups);
+        assert_eq!(pa.exit_code(), pb.exit_code());
+    }
+
+    #[test]
     fn pid_reuse_archives_the_exited_process() {
         let mut a = Accounting::default();
-        a.acquire(5, &[3], 1, acq(1));
-        a.exit(5, 0, 100);
-        a.fork(1, 5, 200);
+        acquire(&mut a, 5, &[3], 1, acq(1));
+        a.apply(Change::Exit {
+            pid: 5,
+            status: 0,
+            ts_ns: 100,
+        });
+        a.apply(Change::Fork {
+            parent: 1,
+            child: 5,
+            ts_ns: 200,
+        });
         let all = a.processes();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].open.len(), 1);

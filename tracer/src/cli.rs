@@ -3,7 +3,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::report::{Format, LEAK_EXIT_CODE};
+use crate::{
+    exit,
+    output::{DEFAULT_MIN_COUNT, OutputArgs},
+    probes::ProbeOptions,
+};
 
 /// Finds the file descriptors a Linux program never releases, and the code that created them.
 ///
@@ -52,7 +56,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE")]
     pub on_emfile: Option<PathBuf>,
     /// Descriptors from one call site still open at exit for a `leak` verdict.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MIN_COUNT, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_count: u64,
     #[command(flatten)]
     pub capture: CaptureArgs,
@@ -117,44 +121,15 @@ impl CaptureArgs {
     pub fn verify(&self) -> bool {
         !self.no_verify
     }
-}
 
-/// What the final report looks like and where it goes, and what fails the run.
-#[derive(Debug, Clone, Args)]
-pub struct OutputArgs {
-    /// Format of the report.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Write the report to FILE (default: the text report to standard error, other formats to
-    /// standard output).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Also write the JSON report to FILE ("-" for standard output).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Exit with code 99 when a call site has a `leak` or `inherited` verdict (not suppressed,
-    /// not in the baseline).
-    #[arg(long)]
-    pub fail_on_leak: bool,
-    /// Descriptors from one call site still open at exit for a `leak` verdict (fewer: `unclosed`).
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    pub min_count: u64,
-    /// Only descriptors open for at least SECS at exit make a `leak` (younger: `unclosed`).
-    #[arg(long, value_name = "SECS", value_parser = non_negative_secs)]
-    pub min_age: Option<f64>,
-    /// Known leaks not to fail on (format in the README: match by kind, function, module, file,
-    /// resource globs).
-    #[arg(long, value_name = "FILE")]
-    pub suppressions: Option<PathBuf>,
-    /// A previous JSON report: only call sites absent from it fail the run.
-    #[arg(long, value_name = "OLD.json")]
-    pub baseline: Option<PathBuf>,
-}
-
-fn non_negative_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("expected a number of seconds, got {s:?}")),
+    /// The kernel side's tunables these options ask for.
+    pub fn probe_options(&self) -> ProbeOptions {
+        ProbeOptions {
+            stack_max: self.stack_size,
+            max_fds: self.max_fds,
+            ring_bytes: self.ring_mib.max(1).saturating_mul(1 << 20),
+            filter: Default::default(),
+        }
     }
 }
 
@@ -227,9 +202,13 @@ pub struct ReportArgs {
 
 fn exit_codes_help() -> String {
     format!(
-        "Exit status: the command's own (128+N if killed by signal N); {LEAK_EXIT_CODE} with \
-         --fail-on-leak when a leak was found; 125 when tracer itself fails; 126 when CMD cannot be \
-         executed; 127 when CMD is not found."
+        "Exit status: the command's own (128+N if killed by signal N); {} with --fail-on-leak \
+         when a leak was found; {} when tracer itself fails; {} when CMD cannot be executed; {} \
+         when CMD is not found.",
+        exit::LEAK,
+        exit::ERROR,
+        exit::CANNOT_EXECUTE,
+        exit::NOT_FOUND
     )
 }
 

@@ -21,20 +21,22 @@ use tracer_common::{
 
 use crate::{
     accounting::{
-        Accounting, Acquisition, Described, GroupKey, Reconciled, Sender, SiteId, Verification,
+        Accounting, Acquisition, Change, Described, GroupKey, KernelEntry, Sender, SiteId,
+        Verification,
     },
-    enrich::{self, Kind, Resource},
+    enrich::{self, Kind, Resource, SocketInfo},
     events::{self, Event, c_str},
+    health::{Counters, Health, Stats},
     memo::Memo,
-    probes::{Counters, ProbeOptions, Probes},
+    probes::{ProbeOptions, Probes},
     procfs,
-    procmaps::ProcMaps,
+    procmaps::{FileId, ProcMaps},
     record::{Batch, Begin, End, Recorder, Summary},
     unwind::{RawFrame, Unwinder, Unwound},
 };
 
-/// A stack as (file, file address) per frame.
-type SiteKey = Vec<(Option<Arc<Path>>, u64)>;
+/// A stack as (file, which file, file address) per frame.
+type SiteKey = Vec<(Option<Arc<Path>>, FileId, u64)>;
 
 /// Interned call sites. Two stacks are the same site when every frame has the same file and
 /// file address, so a site is shared across processes running the same binaries.
@@ -42,42 +44,22 @@ type SiteKey = Vec<(Option<Arc<Path>>, u64)>;
 pub struct Sites {
     index: HashMap<SiteKey, SiteId>,
     /// Frames of each site, innermost first (addresses from the first occurrence).
-    pub stacks: Vec<Vec<RawFrame>>,
+    pub stacks: Vec<Arc<[RawFrame]>>,
 }
 
 impl Sites {
     /// The id of this stack, interned on first sight.
     pub fn intern(&mut self, frames: Vec<RawFrame>) -> SiteId {
-        let key: Vec<_> = frames.iter().map(|f| (f.path.clone(), f.svma)).collect();
+        let key: Vec<_> = frames
+            .iter()
+            .map(|f| (f.path.clone(), f.file, f.svma))
+            .collect();
         let next = self.stacks.len() as SiteId;
         *self.index.entry(key).or_insert_with(|| {
-            self.stacks.push(frames);
+            self.stacks.push(frames.into());
             next
         })
     }
-}
-
-/// Collector health figures shown in reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    /// Ring records that failed to decode.
-    pub bad_records: u64,
-    /// Acquisitions that arrived without a stack copy.
-    pub stacks_missing: u64,
-    /// Stack copies that could not be unwound: the process's mappings were unknown.
-    pub stacks_unmapped: u64,
-    /// Mapping records the kernel dropped.
-    pub mappings_lost: u64,
-    /// Acquisitions that failed on a descriptor limit.
-    pub limit_hits: u64,
-    /// close() calls on descriptors that were not open.
-    pub bad_closes: u64,
-    /// Acquisitions whose call site the kernel recognized from the stack memo.
-    pub memo_hits: u64,
-    /// CPU time the collector thread used (decoding, unwinding, accounting), nanoseconds.
-    pub collector_cpu_ns: u64,
-    /// Differences repaired by reconciling with the kernel's map.
-    pub reconciled: Reconciled,
 }
 
 /// Everything but the ring buffer (split so the ring can be borrowed while state changes).
@@ -230,14 +212,14 @@ impl Collector {
     pub fn attach(&mut self, pid: u32) -> Result<usize> {
         procfs::check_pid(pid)?;
         self.state.probes.trace(pid, true)?;
-        self.state.acct.describe(
+        self.state.acct.apply(Change::Describe(
             pid,
-            Described {
+            Box::new(Described {
                 started_ns: Some(crate::probes::monotonic_ns()),
                 cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
                 ..procfs::describe(pid)
-            },
-        );
+            }),
+        ));
         self.state.adopt_open(pid)
     }
 
@@ -259,12 +241,13 @@ impl Collector {
             None if now >= self.next_totals_ns => self.state.probes.counters().ok(),
             None => None,
         }
-        .map(|c| {
+        .map(|counters| {
             self.next_totals_ns = now + TOTALS_NS;
-            (now, c, self.state.stats)
+            let stats = self.state.stats;
+            (now, Health { counters, stats })
         });
         let stacks = &self.state.sites.stacks;
-        let sites: Vec<(SiteId, Vec<RawFrame>)> = stacks[self.sites_sent.min(stacks.len())..]
+        let sites: Vec<(SiteId, Arc<[RawFrame]>)> = stacks[self.sites_sent.min(stacks.len())..]
             .iter()
             .enumerate()
             .map(|(i, f)| ((self.sites_sent + i) as SiteId, f.clone()))
@@ -280,6 +263,12 @@ impl Collector {
             totals,
             end,
         });
+    }
+
+    /// The state, the ring buffer and the probes released (the probes detach when the state's
+    /// `probes` is dropped).
+    pub fn into_state(self) -> State {
+        self.state
     }
 
     /// Closes the record (if recording) with how the run ended.
@@ -301,7 +290,7 @@ impl Collector {
         }
         let now = crate::probes::monotonic_ns();
         if now >= self.state.next_sample_ns {
-            self.state.acct.sample(now);
+            self.state.sample(now);
             self.state.next_sample_ns = now + SAMPLE_NS;
         }
         self.record(None, None);
@@ -324,11 +313,11 @@ impl Collector {
             self.state.reconcile(pid, false);
             if procfs::check_pid(pid).is_err() {
                 // Its exit record was lost (ring full): exited, status unknown, not verified.
-                let now = crate::probes::monotonic_ns();
-                self.state.acct.exit_unseen(pid, now);
+                let ts_ns = crate::probes::monotonic_ns();
+                self.state.acct.apply(Change::ExitUnseen { pid, ts_ns });
             } else if verify {
                 let v = self.state.verify_live(pid);
-                self.state.acct.verified(pid, v);
+                self.state.acct.apply(Change::Verified(pid, Box::new(v)));
             }
         }
         // Files held at the end whose path is gone were unlinked while held (as /proc says
@@ -338,7 +327,7 @@ impl Collector {
                 && fs::symlink_metadata(&path)
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
             {
-                self.state.acct.unlinked(seq);
+                self.state.acct.apply(Change::Unlinked(seq));
             }
         }
         self.state.stats.mappings_lost = self.state.maps.lost;
@@ -368,8 +357,13 @@ impl State {
                     site: None,
                     syscall: sys::PRE_EXISTING,
                 };
-                let acq = Acquisition::new(key, f.kind, f.resource, 0);
-                self.acct.pre_existing(pid, f.fd, seq, acq);
+                let acq = Box::new(Acquisition::new(key, f.kind, f.resource, 0));
+                self.acct.apply(Change::PreExisting {
+                    pid,
+                    fd: f.fd,
+                    seq,
+                    acq,
+                });
                 adopted += 1;
             }
         }
@@ -390,7 +384,7 @@ impl State {
                     enrich::inet_addr(s.family, &s.saddr, s.sport),
                     enrich::inet_addr(s.family, &s.daddr, s.dport),
                 );
-                self.acct.annotate_socket(s.seq, |info| {
+                self.annotate_socket(s.seq, |info| {
                     info.state = Some((s.new_state, s.header.ts_ns));
                     if s.sport != 0 {
                         info.local = Some(local);
@@ -400,13 +394,17 @@ impl State {
                     }
                 });
             }
-            Event::Fork(f) => self.acct.fork(f.parent_tgid, f.header.tgid, f.header.ts_ns),
+            Event::Fork(f) => self.acct.apply(Change::Fork {
+                parent: f.parent_tgid,
+                child: f.header.tgid,
+                ts_ns: f.header.ts_ns,
+            }),
             Event::Exec(e) => {
                 let pid = e.header.tgid;
-                self.acct.exec(
+                self.acct.apply(Change::Exec(
                     pid,
                     String::from_utf8_lossy(c_str(&e.filename)).into_owned(),
-                );
+                ));
                 let argv = fs::read(format!("/proc/{pid}/cmdline"))
                     .ok()
                     .map(|cmdline| {
@@ -416,23 +414,28 @@ impl State {
                             .map(|s| String::from_utf8_lossy(s).into_owned())
                             .collect()
                     });
-                self.acct.describe(
+                self.acct.apply(Change::Describe(
                     pid,
-                    Described {
+                    Box::new(Described {
                         cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
                         argv,
                         ..Default::default()
-                    },
-                );
+                    }),
+                ));
             }
             // System-wide, every selected process's exit is reported: only ours matter.
             Event::Exit(x) if self.acct.process(x.header.tgid).is_none() => {}
             Event::Exit(x) => {
                 let pid = x.header.tgid;
                 // The count just before the process let go of everything.
-                self.acct.sample(x.header.ts_ns);
-                self.acct.exit(pid, x.status, x.header.ts_ns);
-                self.acct.verified(pid, exit_verification(&x));
+                self.sample(x.header.ts_ns);
+                self.acct.apply(Change::Exit {
+                    pid,
+                    status: x.status,
+                    ts_ns: x.header.ts_ns,
+                });
+                self.acct
+                    .apply(Change::Verified(pid, Box::new(exit_verification(&x))));
                 self.reconcile(pid, true);
                 self.unwinder.forget(pid);
                 self.memo.forget(&mut self.probes, pid);
@@ -445,13 +448,13 @@ impl State {
         if self.acct.process(pid).is_none() {
             // First seen here (system-wide), neither forked nor exec'd under observation: a
             // process that was running before tracing began. Who is it, what did it hold?
-            self.acct.describe(
+            self.acct.apply(Change::Describe(
                 pid,
-                Described {
+                Box::new(Described {
                     started_ns: Some(a.header.ts_ns),
                     ..procfs::describe(pid)
-                },
-            );
+                }),
+            ));
             let _ = self.adopt_open(pid);
         }
         let site = self.site_of(&a, stack);
@@ -465,8 +468,13 @@ impl State {
             } else {
                 self.stats.limit_hits += 1;
             }
-            self.acct
-                .failure(pid, key, a.errno, a.arg as u32 as i32, a.header.ts_ns);
+            self.acct.apply(Change::Failure {
+                pid,
+                key,
+                errno: a.errno,
+                fd: a.arg as u32 as i32,
+                ts_ns: a.header.ts_ns,
+            });
             return;
         }
         if sys::is_io_uring(a.syscall) && a.fd < 0 {
@@ -543,7 +551,12 @@ impl State {
                 key: source.map(|s| s.key),
             });
         }
-        self.acct.acquire(pid, &[a.fd, a.fd2], a.seq, acq);
+        self.acct.apply(Change::Acquire {
+            pid,
+            fds: vec![a.fd, a.fd2],
+            seq: a.seq,
+            acq: Box::new(acq),
+        });
     }
 
     /// An io_uring request completed: its descriptors are accounted at the submission's site.
@@ -574,12 +587,17 @@ impl State {
 
     fn on_release(&mut self, r: &ReleaseEvent) {
         let passed = r.how & how::PASSED != 0;
-        self.acct.release(r.header.tgid, r.fd as u32, r.seq, passed);
+        self.acct.apply(Change::Release {
+            pid: r.header.tgid,
+            fd: r.fd as u32,
+            seq: r.seq,
+            passed,
+        });
     }
 
     fn on_sockaddr(&mut self, s: &SockAddrEvent) {
         let addr = enrich::parse_sockaddr(&s.addr[..(s.len as usize).min(s.addr.len())]);
-        self.acct.annotate_socket(s.seq, |info| {
+        self.annotate_socket(s.seq, |info| {
             if s.syscall == sys::CONNECT as u32 {
                 info.peer = addr;
             } else {
@@ -609,34 +627,68 @@ impl State {
             return Some(cwd);
         }
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        self.acct.describe(
+        self.acct.apply(Change::Describe(
             pid,
-            Described {
+            Box::new(Described {
                 cwd: cwd.clone(),
                 ..Default::default()
-            },
-        );
+            }),
+        ));
         cwd
+    }
+
+    /// Updates the socket description of acquisition `seq` (addresses, TCP state).
+    fn annotate_socket(&mut self, seq: u64, f: impl FnOnce(&mut SocketInfo)) {
+        if let Some(info) = self.acct.socket_info(seq) {
+            let mut info = info.clone();
+            f(&mut info);
+            self.acct.apply(Change::Socket(seq, Box::new(info)));
+        }
+    }
+
+    /// Samples the descriptor counts that changed.
+    fn sample(&mut self, ts_ns: u64) {
+        if let Some(s) = self.acct.due_sample(ts_ns) {
+            self.acct.apply(Change::Sample(s));
+        }
     }
 
     /// Aligns `pid` with the kernel's entries for it; `release` also frees those entries (the
     /// process has exited and its accounting is final).
     fn reconcile(&mut self, pid: u32, release: bool) {
         let entries = self.kernel_entries(pid);
-        let r = self.acct.reconcile(pid, &entries, |e| {
-            Acquisition::new(
-                GroupKey {
+        let kernel: Vec<(u32, KernelEntry)> = entries
+            .iter()
+            .map(|(fd, e)| {
+                (
+                    *fd,
+                    KernelEntry {
+                        seq: e.seq,
+                        origin_tgid: e.origin_tgid,
+                        syscall: e.syscall,
+                    },
+                )
+            })
+            .collect();
+        let (r, unknown) = self.acct.reconcile_diff(pid, &kernel);
+        // Entries whose acquisition record was lost: what the kernel's entry says of them.
+        let made = entries
+            .iter()
+            .filter(|(_, e)| unknown.contains(&e.seq))
+            .map(|(_, e)| {
+                let key = GroupKey {
                     site: None,
                     syscall: e.syscall,
-                },
-                unknown_kind(e.syscall),
-                Resource::Unknown,
-                e.ts_ns,
-            )
-        });
+                };
+                let acq =
+                    Acquisition::new(key, unknown_kind(e.syscall), Resource::Unknown, e.ts_ns);
+                (e.seq, acq)
+            })
+            .collect();
+        self.acct.apply(Change::Reconcile { pid, kernel, made });
         for (_, e) in &entries {
             if e.flags & fd_flag::PASSED != 0 {
-                self.acct.mark_passed(e.seq);
+                self.acct.apply(Change::MarkPassed(e.seq));
             }
         }
         self.stats.reconciled.unseen_acquisitions += r.unseen_acquisitions;

@@ -1,41 +1,39 @@
 //! tracer: finds the file descriptors a Linux program never releases, with the stack that
 //! created them, using eBPF.
 //!
-//! Modes: `run` (start a command under tracing) and, without a subcommand, live watching of
-//! running processes (`--pid`) or of the whole system.
+//! The modes ([`modes`]): `run` a command, `record` for later, `report` a record, `doctor`,
+//! and without a subcommand, watch live processes (`--pid`) or the whole system. Each tracing
+//! mode runs one [`session`]: [`probes`] in the kernel, the [`collector`] feeding the
+//! [`accounting`], stacks [`unwind`]ed and [`symbolize`]d, descriptors described by
+//! [`enrich`]; then a [`report`] (or a [`record`]).
 mod accounting;
 mod cli;
 mod collector;
-mod doctor;
 mod enrich;
 mod events;
+mod exit;
+mod frames;
+mod health;
 mod memo;
-mod offline;
+mod modes;
+mod output;
 mod probes;
 mod procfs;
 mod procmaps;
 mod record;
 mod report;
-mod run;
+mod session;
 mod symbolize;
 mod unwind;
-mod watch;
 
 use clap::Parser as _;
 
-/// Exit code when tracer itself fails.
-pub const EXIT_ERROR: i32 = 125;
-
 fn main() {
     let cli = cli::Cli::parse();
-    let code = match try_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("tracer: {e:#}");
-            e.downcast_ref::<run::ExitError>()
-                .map_or(EXIT_ERROR, |x| x.code)
-        }
-    };
+    let code = try_main(cli).unwrap_or_else(|e| {
+        eprintln!("tracer: {e:#}");
+        exit::of_error(&e)
+    });
     std::process::exit(code);
 }
 
@@ -45,10 +43,10 @@ fn try_main(cli: cli::Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     match cli.command {
-        Some(cli::Command::Run(args)) => runtime.block_on(run::run(args)),
-        Some(cli::Command::Record(args)) => runtime.block_on(run::record(args)),
-        Some(cli::Command::Report(args)) => offline::report(args),
-        Some(cli::Command::Doctor) => doctor::doctor(),
-        None => runtime.block_on(watch::watch(cli.watch)),
+        Some(cli::Command::Run(args)) => runtime.block_on(modes::run::run(args)),
+        Some(cli::Command::Record(args)) => runtime.block_on(modes::record::record(args)),
+        Some(cli::Command::Report(args)) => modes::report::report(args),
+        Some(cli::Command::Doctor) => modes::doctor::doctor(),
+        None => runtime.block_on(modes::watch::watch(cli.watch)),
     }
 }

@@ -14,6 +14,33 @@ use std::{
 use anyhow::{Context as _, Result};
 use perf_event::{Builder, Sampler, data::Record, events::Software};
 
+/// Which file a mapping maps: its device and inode (0, 0: unknown). A binary rebuilt at the
+/// same path is another file: caches are keyed by this, not by the path alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of a mapping from its device numbers and inode.
+    pub fn new(major: u32, minor: u32, ino: u64) -> Self {
+        Self {
+            dev: libc::makedev(major, minor),
+            ino,
+        }
+    }
+
+    /// Whether `path` is still this file (an unknown identity always is).
+    pub fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        if *self == Self::default() {
+            return true;
+        }
+        fs::metadata(path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
+
 /// One executable file mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
@@ -22,6 +49,7 @@ pub struct Mapping {
     /// File offset of `start`.
     pub pgoff: u64,
     pub path: Arc<Path>,
+    pub file: FileId,
 }
 
 /// The executable mappings of one process, sorted by address.
@@ -177,6 +205,10 @@ fn apply(
                         end: m.addr + m.len,
                         pgoff: m.pgoff,
                         path: Arc::from(path),
+                        file: match (m.maj(), m.min(), m.ino()) {
+                            (Some(maj), Some(min), Some(ino)) => FileId::new(maj, min, ino),
+                            _ => FileId::default(),
+                        },
                     },
                     *generation,
                 );
@@ -222,19 +254,25 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     let range = parts.next()?;
     let perms = parts.next()?;
     let offset = parts.next()?;
-    let _dev = parts.next()?;
-    let _inode = parts.next()?;
+    let dev = parts.next()?;
+    let inode = parts.next()?;
     let path = parts.next()?.trim_start();
     if !perms.contains('x') || !path.starts_with('/') {
         return None;
     }
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
     let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
     Some(Mapping {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         pgoff: u64::from_str_radix(offset, 16).ok()?,
         path: Arc::from(Path::new(path)),
+        file: FileId::new(
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+            inode.parse().ok()?,
+        ),
     })
 }
 
@@ -267,6 +305,7 @@ mod tests {
             end,
             pgoff: 0,
             path: Arc::from(Path::new(path)),
+            file: FileId::default(),
         }
     }
 
@@ -292,6 +331,7 @@ mod tests {
             (got.start, got.end, got.pgoff),
             (0x7f1c2a428000, 0x7f1c2a5bd000, 0x28000)
         );
+        assert_eq!(got.file, FileId::new(0xfe, 0, 1573));
         assert!(parse_maps_line("7ffd-7ffe rw-p 00000000 00:00 0 [stack]").is_none());
         assert!(parse_maps_line("1000-2000 r-xp 00000000 00:00 0 [vdso]").is_none());
     }
@@ -300,7 +340,12 @@ mod tests {
     fn reads_own_maps() {
         let space = read_proc_maps(std::process::id(), 1).unwrap();
         let here = parses_maps_lines as *const () as usize as u64;
-        assert!(space.find(here).is_some());
+        let m = space.find(here).unwrap();
+        assert!(
+            m.file.is_at(&m.path),
+            "the mapping is of the file at its path"
+        );
+        assert!(!FileId { dev: 1, ino: 1 }.is_at(&m.path));
     }
 
     #[test]

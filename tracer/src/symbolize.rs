@@ -7,6 +7,8 @@ use blazesym::symbolize::{
     source::{Elf, Source},
 };
 
+use crate::procmaps::FileId;
+
 /// One symbolized frame (an address can expand into several through inlining).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SymFrame {
@@ -17,10 +19,11 @@ pub struct SymFrame {
     pub inlined: bool,
 }
 
-/// Caching symbolizer.
+/// Caching symbolizer, keyed by file identity (a binary rebuilt at the same path is another
+/// file).
 pub struct Symbolizer {
     blaze: Blaze,
-    cache: HashMap<(Arc<Path>, u64), Arc<[SymFrame]>>,
+    cache: HashMap<(Arc<Path>, FileId, u64), Arc<[SymFrame]>>,
 }
 
 impl Default for Symbolizer {
@@ -37,14 +40,27 @@ impl Default for Symbolizer {
 }
 
 impl Symbolizer {
-    /// Symbolizes file addresses of one ELF file; each result lists frames innermost first.
-    pub fn symbolize(&mut self, path: &Arc<Path>, svmas: &[u64]) -> Vec<Arc<[SymFrame]>> {
+    /// Symbolizes file addresses of one ELF file, `file`; each result lists frames innermost
+    /// first. When the path now holds another file, nothing is symbolized (no wrong names).
+    pub fn symbolize(
+        &mut self,
+        path: &Arc<Path>,
+        file: FileId,
+        svmas: &[u64],
+    ) -> Vec<Arc<[SymFrame]>> {
         let missing: Vec<u64> = svmas
             .iter()
             .copied()
-            .filter(|a| !self.cache.contains_key(&(path.clone(), *a)))
+            .filter(|a| !self.cache.contains_key(&(path.clone(), file, *a)))
             .collect();
-        if !missing.is_empty() {
+        if !missing.is_empty() && !file.is_at(path) {
+            for addr in &missing {
+                self.cache.insert(
+                    (path.clone(), file, *addr),
+                    vec![SymFrame::default()].into(),
+                );
+            }
+        } else if !missing.is_empty() {
             let src = Source::Elf(Elf::new(path.to_path_buf()));
             let results = self
                 .blaze
@@ -55,12 +71,13 @@ impl Symbolizer {
                     Some(Symbolized::Sym(sym)) => expand(sym),
                     _ => vec![SymFrame::default()],
                 };
-                self.cache.insert((path.clone(), *addr), frames.into());
+                self.cache
+                    .insert((path.clone(), file, *addr), frames.into());
             }
         }
         svmas
             .iter()
-            .map(|a| self.cache[&(path.clone(), *a)].clone())
+            .map(|a| self.cache[&(path.clone(), file, *a)].clone())
             .collect()
     }
 }
@@ -109,7 +126,14 @@ mod tests {
         let addr = marker as *const () as usize as u64;
         let m = space.find(addr).unwrap().clone();
         let svma = crate::unwind::file_address(&m, addr).unwrap();
-        let frames = Symbolizer::default().symbolize(&exe, &[svma]);
+        let frames = Symbolizer::default().symbolize(&exe, m.file, &[svma]);
+        // Another file at that path: nothing, rather than another file's names.
+        let other = crate::procmaps::FileId { dev: 1, ino: 1 };
+        assert!(
+            Symbolizer::default().symbolize(&exe, other, &[svma])[0][0]
+                .function
+                .is_none()
+        );
         let f = frames[0].last().unwrap();
         assert!(f.function.as_deref().unwrap().ends_with("marker"), "{f:?}");
         assert!(

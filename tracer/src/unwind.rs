@@ -13,7 +13,7 @@ use framehop::{
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 use tracer_common::{MEMO_SPAN, MEMO_WORDS, UserRegs};
 
-use crate::procmaps::{AddressSpace, Mapping};
+use crate::procmaps::{AddressSpace, FileId, Mapping};
 
 /// Most frames kept per stack.
 pub const MAX_FRAMES: usize = 128;
@@ -32,8 +32,9 @@ pub struct Unwound {
 /// One frame of an unwound stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RawFrame {
-    /// The file the address belongs to (None: not in any known mapping).
+    /// The file the address belongs to (None: not in any known mapping), and which file it was.
     pub path: Option<Arc<Path>>,
+    pub file: FileId,
     /// Address to look up in that file's own address space (return addresses minus one).
     pub svma: u64,
     /// Address in the process.
@@ -156,8 +157,10 @@ struct ProcUnwinder {
     generation: u64,
     unwinder: UnwinderX86_64<Arc<[u8]>>,
     cache: CacheX86_64,
-    /// (range, path, bias) of each module, sorted by start.
-    modules: Vec<(Range<u64>, Arc<Path>, u64)>,
+    /// (range, path, file, bias) of each module, sorted by start.
+    modules: Vec<(Range<u64>, Arc<Path>, FileId, u64)>,
+    /// The unwind data it uses: held so that the cache keeps a file while a process maps it.
+    _objects: Vec<Arc<ObjectInfo>>,
 }
 
 /// One walk over a stack copy.
@@ -263,10 +266,11 @@ impl ProcUnwinder {
     }
 }
 
-/// Unwinds stacks of any number of processes, caching per-file unwind data.
+/// Unwinds stacks of any number of processes, caching per-file unwind data by file identity
+/// (a binary rebuilt at the same path is another file), as long as a process maps it.
 #[derive(Default)]
 pub struct Unwinder {
-    objects: HashMap<Arc<Path>, Option<Arc<ObjectInfo>>>,
+    objects: HashMap<(Arc<Path>, FileId), Option<Arc<ObjectInfo>>>,
     procs: HashMap<u32, ProcUnwinder>,
 }
 
@@ -290,10 +294,11 @@ impl Unwinder {
                 let module = proc
                     .modules
                     .iter()
-                    .find(|(range, _, _)| range.contains(&lookup));
+                    .find(|(range, ..)| range.contains(&lookup));
                 RawFrame {
-                    path: module.map(|(_, p, _)| p.clone()),
-                    svma: module.map_or(lookup, |(_, _, bias)| lookup.wrapping_sub(*bias)),
+                    path: module.map(|(_, p, ..)| p.clone()),
+                    file: module.map_or_else(FileId::default, |(_, _, f, _)| *f),
+                    svma: module.map_or(lookup, |(.., bias)| lookup.wrapping_sub(*bias)),
                     avma,
                 }
             })
@@ -305,9 +310,11 @@ impl Unwinder {
         Unwound { frames, reads }
     }
 
-    /// Forgets a process's unwinder (its mappings are gone).
+    /// Forgets a process's unwinder (its mappings are gone), and the files no process maps.
     pub fn forget(&mut self, pid: u32) {
         self.procs.remove(&pid);
+        self.objects
+            .retain(|_, o| o.as_ref().is_some_and(|o| Arc::strong_count(o) > 1));
     }
 
     fn proc_unwinder(&mut self, pid: u32, space: &AddressSpace) -> &mut ProcUnwinder {
@@ -318,13 +325,15 @@ impl Unwinder {
         if stale {
             let mut unwinder = UnwinderX86_64::new();
             let mut modules = Vec::new();
+            let mut objects = Vec::new();
             for m in &space.mappings {
-                let Some(obj) = self.object(&m.path) else {
+                let Some(obj) = self.object(pid, m) else {
                     continue;
                 };
                 let bias = obj.bias(m);
                 unwinder.add_module(obj.module(m, bias));
-                modules.push((m.start..m.end, m.path.clone(), bias));
+                modules.push((m.start..m.end, m.path.clone(), m.file, bias));
+                objects.push(obj);
             }
             self.procs.insert(
                 pid,
@@ -333,16 +342,28 @@ impl Unwinder {
                     unwinder,
                     cache: CacheX86_64::new(),
                     modules,
+                    _objects: objects,
                 },
             );
         }
         self.procs.get_mut(&pid).expect("inserted above")
     }
 
-    fn object(&mut self, path: &Arc<Path>) -> Option<Arc<ObjectInfo>> {
+    /// The unwind data of a mapping's file. When the path now holds another file (rebuilt,
+    /// replaced), the mapped one is read through /proc/PID/map_files while the process lives;
+    /// else the module is left out rather than unwound with another file's data.
+    fn object(&mut self, pid: u32, m: &Mapping) -> Option<Arc<ObjectInfo>> {
         self.objects
-            .entry(path.clone())
-            .or_insert_with(|| ObjectInfo::load(path).ok().map(Arc::new))
+            .entry((m.path.clone(), m.file))
+            .or_insert_with(|| {
+                let mapped = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                let source = if m.file.is_at(&m.path) {
+                    m.path.to_path_buf()
+                } else {
+                    std::path::PathBuf::from(mapped)
+                };
+                ObjectInfo::load(&source).ok().map(Arc::new)
+            })
             .clone()
     }
 }

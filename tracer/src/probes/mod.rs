@@ -18,6 +18,8 @@ use tracer_common::{
     counter, proc_flag, syscall::Shape,
 };
 
+use crate::health::Counters;
+
 /// `BPF_NOEXIST` map-update flag: insert only if absent.
 const BPF_NOEXIST: u64 = 1;
 
@@ -61,30 +63,6 @@ impl Default for ProbeOptions {
             ring_bytes: 16 << 20,
             filter: Filter::default(),
         }
-    }
-}
-
-/// Kernel counters summed over CPUs ([`tracer_common::counter`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counters {
-    pub acquired: u64,
-    pub released: u64,
-    pub events_lost: u64,
-    pub fd_map_full: u64,
-    pub stack_unreadable: u64,
-    pub inflight_lost: u64,
-    pub proc_map_full: u64,
-    pub pending_lost: u64,
-}
-
-impl Counters {
-    /// Every way an event or an accounting entry was dropped.
-    pub fn lost(&self) -> u64 {
-        self.events_lost
-            + self.fd_map_full
-            + self.inflight_lost
-            + self.proc_map_full
-            + self.pending_lost
     }
 }
 

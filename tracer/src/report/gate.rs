@@ -1,6 +1,6 @@
-//! The CI gate: what fails a run. `--min-age` demotes young leaks, `--suppressions` marks known
-//! sites, `--baseline` marks sites an earlier report already had; only the rest fail
-//! `--fail-on-leak`.
+//! The CI gate: what fails a run. `--suppressions` marks known sites, `--baseline` marks sites
+//! an earlier report already had; only the rest fail `--fail-on-leak` (verdicts themselves,
+//! `--min-age` included, come from [`super::verdict`]). The exit code is decided here.
 //!
 //! Suppressions file: one suppression per line, `field=glob` pairs separated by spaces, all of
 //! which must match; `#` starts a comment. Fields: `kind` (file, socket, ...), `function`,
@@ -18,19 +18,21 @@ use anyhow::{Context as _, Result, bail};
 use globset::{Glob, GlobMatcher};
 use serde_json::Value;
 
-use super::{Frame, Group, Report, Verdict};
-use crate::cli::OutputArgs;
+use super::{Frame, Group, Report};
+use crate::{exit, output::OutputArgs};
 
-/// Applies every gate option of `out` to the report.
-pub fn apply(report: &mut Report, out: &OutputArgs) -> Result<()> {
-    if let Some(secs) = out.min_age {
-        let min_ms = (secs * 1000.0) as u64;
-        for g in report.processes.iter_mut().flat_map(|p| &mut p.leaks) {
-            if g.verdict == Verdict::Leak && g.oldest_age_ms < min_ms {
-                g.verdict = Verdict::Unclosed;
-            }
-        }
+/// tracer's exit code after `report`: [`exit::LEAK`] with `--fail-on-leak` when a site fails,
+/// else the command's own.
+pub fn exit_code(report: &Report, out: &OutputArgs, command: i32) -> i32 {
+    if out.fail_on_leak && report.has_leak() {
+        exit::LEAK
+    } else {
+        command
     }
+}
+
+/// Marks the sites `out`'s suppressions and baseline know.
+pub fn apply(report: &mut Report, out: &OutputArgs) -> Result<()> {
     if let Some(path) = &out.suppressions {
         let rules = parse_suppressions(path)?;
         let mut used = vec![false; rules.len()];

@@ -404,6 +404,7 @@ mod tests {
             in_baseline: false,
             stack,
             site: String::new(),
+            facts: Default::default(),
         }
     }
 
@@ -461,6 +462,7 @@ mod tests {
             ],
             unused_suppressions: vec![],
             incomplete: None,
+            live: false,
         }
     }
 

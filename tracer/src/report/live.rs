@@ -9,7 +9,10 @@ use std::{
 
 use tabled::{Table, Tabled, settings::Style};
 
-use super::{Group, ProcessReport, Report, Verdict, table};
+use super::{
+    Group, ProcessReport, Report, table,
+    verdict::{self, Policy},
+};
 
 /// Facts read from `/proc` for a live process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -113,7 +116,7 @@ impl LiveState {
     }
 
     /// Marks `report` (the final one) with what the last update concluded: suspects and growth.
-    pub fn conclude(&self, report: &mut Report, elapsed_s: f64) {
+    pub fn conclude(&self, report: &mut Report, elapsed_s: f64, policy: &Policy) {
         for p in &mut report.processes {
             for g in &mut p.leaks {
                 let Some(h) = self.sites.get(&(p.pid, g.site.clone())) else {
@@ -124,11 +127,10 @@ impl LiveState {
                 {
                     g.growth_per_min = Some((g.count as f64 - c0 as f64) / (elapsed_s - t0) * 60.0);
                 }
-                if h.suspect && g.verdict != Verdict::Leak {
-                    g.verdict = Verdict::Suspect;
-                }
+                g.facts.suspect = h.suspect;
             }
         }
+        verdict::assign(report, policy);
     }
 
     /// Folds a new report into the history; marks suspects in `report` (verdict, growth) and
@@ -139,6 +141,7 @@ impl LiveState {
         facts: &HashMap<u32, ProcFacts>,
         elapsed_s: f64,
         system_wide: bool,
+        policy: &Policy,
     ) -> LiveFrame {
         let dt = (elapsed_s - self.last_elapsed).max(1e-3);
         let events = report.events.acquired + report.events.released;
@@ -154,6 +157,9 @@ impl LiveState {
                 .procs
                 .push(self.update_proc(p, facts.get(&p.pid), elapsed_s, dt));
         }
+        // The suspects just marked change the verdicts (the sites' order in the view already
+        // puts suspects first).
+        verdict::assign(report, policy);
         self.last_elapsed = elapsed_s;
         self.last_events = events;
         frame
@@ -257,9 +263,7 @@ impl LiveState {
             acquiring && g.oldest_age_ms as f64 >= self.opts.min_age_s * 1000.0;
         let suspect = growing || old_while_acquiring;
         h.suspect = suspect;
-        if suspect && g.verdict != Verdict::Leak {
-            g.verdict = Verdict::Suspect;
-        }
+        g.facts.suspect = suspect;
         LiveSite {
             suspect,
             count: g.count,
@@ -469,9 +473,18 @@ fn render_system(out: &mut String, frame: &LiveFrame, paint: &dyn Fn(&str, &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{enrich::Kind, report::Frame};
+    use crate::{
+        enrich::Kind,
+        report::{Frame, Verdict, verdict::Facts},
+    };
 
-    fn group(count: u64, acquired: u64, oldest_ms: u64) -> Group {
+    const POLICY: Policy = Policy {
+        min_count: 2,
+        min_age_ms: None,
+    };
+
+    /// A site of a running process, or (`exited`) of one that has exited since.
+    fn group(count: u64, acquired: u64, oldest_ms: u64, exited: bool) -> Group {
         Group {
             kind: Kind::File,
             count,
@@ -501,10 +514,16 @@ mod tests {
                 own_code: true,
             }],
             site: "s1".into(),
+            facts: Facts {
+                calls: count,
+                oldest_age_ms: oldest_ms,
+                exited,
+                ..Default::default()
+            },
         }
     }
 
-    fn report(count: u64, acquired: u64) -> Report {
+    fn report_of(count: u64, acquired: u64, exited: bool) -> Report {
         Report {
             tool: "tracer",
             version: "0",
@@ -517,6 +536,7 @@ mod tests {
             timeline: vec![],
             unused_suppressions: vec![],
             incomplete: None,
+            live: true,
             processes: vec![ProcessReport {
                 pid: 7,
                 ppid: 1,
@@ -527,13 +547,17 @@ mod tests {
                 running: true,
                 exit_unseen: false,
                 open_at_end: count,
-                leaks: vec![group(count, acquired, 500)],
+                leaks: vec![group(count, acquired, 500, exited)],
                 pre_existing: Some(vec![]),
                 limit_hits: vec![],
                 bad_closes: vec![],
                 verify: None,
             }],
         }
+    }
+
+    fn report(count: u64, acquired: u64) -> Report {
+        report_of(count, acquired, false)
     }
 
     #[test]
@@ -553,8 +577,9 @@ mod tests {
         };
         let mut suspects = Vec::new();
         for (i, n) in [10u64, 20, 30, 40].into_iter().enumerate() {
-            let mut r = report(n, n);
-            let f = live.update(&mut r, &facts(n + 5), (i + 1) as f64, false);
+            // The process exits before the last frame: its leak stays a leak.
+            let mut r = report_of(n, n, i == 3);
+            let f = live.update(&mut r, &facts(n + 5), (i + 1) as f64, false, &POLICY);
             suspects.push(f.procs[0].sites[0].suspect);
             if i == 3 {
                 assert_eq!(
@@ -582,14 +607,13 @@ mod tests {
         });
         let facts = HashMap::new();
         let mut r = report(5, 5);
-        live.update(&mut r, &facts, 1.0, false);
+        live.update(&mut r, &facts, 1.0, false, &POLICY);
         // Old, but nothing acquired since: not a suspect.
         let mut r = report(5, 5);
-        r.processes[0].leaks[0].verdict = Verdict::Unclosed;
-        assert!(!live.update(&mut r, &facts, 2.0, false).procs[0].sites[0].suspect);
+        assert!(!live.update(&mut r, &facts, 2.0, false, &POLICY).procs[0].sites[0].suspect);
+        assert_eq!(r.processes[0].leaks[0].verdict, Verdict::Unclosed);
         let mut r = report(5, 6);
-        r.processes[0].leaks[0].verdict = Verdict::Unclosed;
-        let f = live.update(&mut r, &facts, 3.0, false);
+        let f = live.update(&mut r, &facts, 3.0, false, &POLICY);
         assert!(f.procs[0].sites[0].suspect);
         assert_eq!(r.processes[0].leaks[0].verdict, Verdict::Suspect);
     }
@@ -608,7 +632,7 @@ mod tests {
             },
         )]);
         let mut r = report(500, 500);
-        live.update(&mut r, &facts, 1.0, false);
+        live.update(&mut r, &facts, 1.0, false, &POLICY);
         let mut r = report(510, 510);
         let stack = r.processes[0].leaks[0].stack.clone();
         r.processes[0].limit_hits.push(crate::report::LimitHit {
@@ -618,7 +642,7 @@ mod tests {
             span_ms: 0,
             stack,
         });
-        let f = live.update(&mut r, &facts, 2.0, false);
+        let f = live.update(&mut r, &facts, 2.0, false, &POLICY);
         let text = render(&f, false, false);
         assert!(
             text.contains("pid 7 server: 512 fds / limit 1024 (50%)"),

@@ -1,5 +1,6 @@
 //! The report model: one struct, built from the accounting once tracing ends, read by every
 //! renderer. Its serde form is the documented JSON schema (README, "JSON report").
+mod build;
 pub mod folded;
 pub mod gate;
 pub mod github;
@@ -9,35 +10,21 @@ pub mod junit;
 pub mod live;
 pub mod sarif;
 pub mod table;
+pub mod verdict;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    path::Path,
-    sync::Arc,
-};
+pub use crate::frames::Frame;
+pub use build::{RunFacts, Snapshot, Stacks};
 
-use anyhow::{Context as _, Result, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
 use serde::Serialize;
-use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use crate::{
-    accounting::{Accounting, Counts, GroupKey, Process, SiteId, Verification},
-    collector::{Sites, Stats},
+    accounting::Verification,
     enrich::Kind,
-    enrich::Resource,
-    probes::{Counters, syscalls},
-    symbolize::Symbolizer,
-    unwind::RawFrame,
+    output::{Format, OutputArgs},
 };
-
-/// Exit code of `tracer run --fail-on-leak` when a leak verdict exists.
-pub const LEAK_EXIT_CODE: i32 = 99;
-
-/// Most distinct resources listed per group.
-const MAX_RESOURCES: usize = 1000;
-
-/// Most distinct senders listed per group.
-const MAX_SENDERS: usize = 16;
 
 /// The whole report.
 #[derive(Debug, Serialize)]
@@ -63,6 +50,10 @@ pub struct Report {
     /// is missing. Processes running at that point get no `leak` verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete: Option<String>,
+    /// A live view (or an incomplete record): running processes have no descriptors open "at
+    /// exit" yet (see [`verdict::decide`]).
+    #[serde(skip)]
+    pub live: bool,
 }
 
 /// The number of descriptors a process held over time.
@@ -72,25 +63,6 @@ pub struct Timeline {
     pub comm: String,
     /// `[milliseconds since tracing began, descriptors open]`, at each change (sampled).
     pub points: Vec<[u64; 2]>,
-}
-
-/// An output format of the report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The terminal report.
-    Text,
-    /// The JSON report (schema in the README).
-    Json,
-    /// SARIF 2.1.0, for code-scanning tools.
-    Sarif,
-    /// JUnit XML: one test case per traced process.
-    Junit,
-    /// GitHub Actions workflow commands (`::error file=...`).
-    Github,
-    /// Folded stacks (flamegraph.pl, inferno, speedscope), weighted by descriptors.
-    Folded,
-    /// One self-contained HTML page: flame graph, descriptors over time, table.
-    Html,
 }
 
 /// Where the text report goes when no `--output` is given.
@@ -105,7 +77,7 @@ pub enum TextTo {
 
 /// Writes the final report as `out` asks: in its format to its output, and the JSON report too
 /// with `--json`.
-pub fn emit(report: &Report, out: &crate::cli::OutputArgs, text_to: TextTo) -> Result<()> {
+pub fn emit(report: &Report, out: &OutputArgs, text_to: TextTo) -> Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     if let Some(path) = &out.json {
         json::write(report, path)?;
@@ -139,54 +111,14 @@ pub fn emit(report: &Report, out: &crate::cli::OutputArgs, text_to: TextTo) -> R
     Ok(())
 }
 
-/// Checks, before any work, that the report files `out` names can be written: their
-/// directory exists, they are not directories, and none of them is `reading` (the record a
-/// report is made from).
-pub fn check_outputs(out: &crate::cli::OutputArgs, reading: Option<&Path>) -> Result<()> {
-    for path in [&out.output, &out.json].into_iter().flatten() {
-        check_output(path)?;
-        if reading.is_some_and(|r| same_file(r, path)) {
-            bail!("the report {} would overwrite the record", path.display());
-        }
-    }
-    Ok(())
-}
-
-/// Checks that a report file can be created: its directory exists and it is not a directory
-/// (`-`, standard output, always can).
-pub fn check_output(path: &Path) -> Result<()> {
-    if path.as_os_str() == "-" {
-        return Ok(());
-    }
-    if path.is_dir() {
-        bail!(
-            "cannot write the report to {}: it is a directory",
-            path.display()
-        );
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "cannot write the report to {}: no directory {}",
-            path.display(),
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// Whether two paths name the same existing file.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 impl Report {
+    /// Whether any site fails `--fail-on-leak` (see [`Group::fails`]).
+    pub fn has_leak(&self) -> bool {
+        self.processes
+            .iter()
+            .any(|p| p.leaks.iter().any(Group::fails))
+    }
+
     /// The report in `format`; `color` for the text format on a terminal.
     pub fn render(&self, format: Format, color: bool) -> Result<String> {
         Ok(match format {
@@ -438,6 +370,9 @@ pub struct Group {
     /// Identity of the call site across snapshots (syscall, kind, source locations).
     #[serde(skip)]
     pub site: String,
+    /// What its verdict was decided from.
+    #[serde(skip)]
+    pub facts: verdict::Facts,
 }
 
 impl Group {
@@ -499,530 +434,6 @@ pub fn relative_to_cwd(file: &str) -> Option<String> {
     Some(rel.display().to_string())
 }
 
-/// One stack frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Frame {
-    /// Address in the process, hex.
-    pub address: String,
-    /// Address in the module file (for offline symbolization), hex.
-    pub offset: String,
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub module: String,
-    pub inlined: bool,
-    /// Part of the program's own code rather than a library, runtime or toolchain.
-    pub own_code: bool,
-}
-
-/// What the report needs besides the accounting.
-pub struct Inputs<'a> {
-    pub command: Vec<String>,
-    pub exit_code: Option<i32>,
-    pub duration_ms: u64,
-    pub min_count: u64,
-    /// CLOCK_MONOTONIC now, for the age of descriptors of processes still running.
-    pub now_ns: u64,
-    pub counters: Counters,
-    pub stats: Stats,
-    pub acct: &'a Accounting,
-    /// The call sites' frames.
-    pub stacks: Stacks<'a>,
-    /// Attached to running processes: list what was open before.
-    pub attached: bool,
-    /// Live mode: a process still running has no `leak` verdict (nothing is "open at exit"
-    /// yet); the live view marks its growing sites `suspect`.
-    pub live: bool,
-    /// Acquisition paths the kernel does not let tracer follow.
-    pub coverage_lost: &'a [String],
-}
-
-impl Report {
-    /// Builds the report, symbolizing the stacks of every outstanding group.
-    pub fn build(mut input: Inputs<'_>) -> Report {
-        let mut stacks: HashMap<SiteId, Vec<Frame>> = HashMap::new();
-        let processes = input
-            .acct
-            .processes()
-            .into_iter()
-            .map(|p| process_report(p, &mut input, &mut stacks))
-            .collect();
-        let c = input.counters;
-        let drops = Drops {
-            ring_full: c.events_lost,
-            fd_map_full: c.fd_map_full,
-            inflight_full: c.inflight_lost,
-            proc_map_full: c.proc_map_full,
-            stacks_unreadable: c.stack_unreadable,
-            stacks_missing: input
-                .stats
-                .stacks_missing
-                .saturating_sub(c.stack_unreadable),
-            stacks_unmapped: input.stats.stacks_unmapped,
-            mappings_lost: input.stats.mappings_lost,
-            unseen_acquisitions: input.stats.reconciled.unseen_acquisitions,
-            unseen_releases: input.stats.reconciled.unseen_releases,
-        };
-        Report {
-            tool: "tracer",
-            version: env!("CARGO_PKG_VERSION"),
-            command: input.command.clone(),
-            exit_code: input.exit_code,
-            duration_ms: input.duration_ms,
-            min_count: input.min_count,
-            events: EventTotals {
-                acquired: c.acquired,
-                released: c.released,
-                lost: c.lost() + input.stats.bad_records,
-                drops,
-                stack_memo_hits: input.stats.memo_hits,
-                collector_cpu_ms: input.stats.collector_cpu_ns as f64 / 1e6,
-            },
-            coverage_lost: input.coverage_lost.to_vec(),
-            timeline: timeline(input.acct),
-            processes,
-            unused_suppressions: Vec::new(),
-            incomplete: None,
-        }
-    }
-
-    /// Whether any site fails `--fail-on-leak` (see [`Group::fails`]).
-    pub fn has_leak(&self) -> bool {
-        self.processes
-            .iter()
-            .any(|p| p.leaks.iter().any(Group::fails))
-    }
-}
-
-/// Descriptor counts per process over time, from the accounting's samples.
-fn timeline(acct: &Accounting) -> Vec<Timeline> {
-    let Some(start) = acct.samples.first().map(|s| s.ts_ns) else {
-        return Vec::new();
-    };
-    let mut by_pid: BTreeMap<u32, Vec<[u64; 2]>> = BTreeMap::new();
-    for s in &acct.samples {
-        for &(pid, n) in &s.counts {
-            by_pid
-                .entry(pid)
-                .or_default()
-                .push([(s.ts_ns - start) / 1_000_000, u64::from(n)]);
-        }
-    }
-    by_pid
-        .into_iter()
-        .map(|(pid, points)| Timeline {
-            pid,
-            comm: acct
-                .process(pid)
-                .map(|p| p.comm.clone())
-                .unwrap_or_default(),
-            points,
-        })
-        .collect()
-}
-
-/// How the process came to hold a group's descriptors. Copies inherited at fork are the
-/// parent's descriptors (a leak there is reported in the parent); those that survived an exec
-/// leaked into a program that never asked for them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Origin {
-    Here,
-    Fork,
-    Exec,
-}
-
-/// Descriptors below this are stdin/stdout/stderr: never leaks.
-const FIRST_REPORTED_FD: u32 = 3;
-
-fn process_report(
-    p: &Process,
-    input: &mut Inputs<'_>,
-    stacks: &mut HashMap<SiteId, Vec<Frame>>,
-) -> ProcessReport {
-    let end_ns = p.ended_ns.unwrap_or(input.now_ns);
-    // Outstanding descriptors by call site...
-    let mut by_key: BTreeMap<(GroupKey, Origin), Vec<(u32, u64)>> = BTreeMap::new();
-    let mut pre_existing = Vec::new();
-    for (&fd, held) in &p.open {
-        let Some(acq) = input.acct.acquisition(held.seq) else {
-            continue;
-        };
-        if acq.key.syscall == sys::PRE_EXISTING {
-            pre_existing.push(PreExisting {
-                fd,
-                kind: acq.kind,
-                resource: acq.resource.to_string(),
-                close_wait: matches!(&acq.resource, Resource::Socket(info)
-                    if matches!(info.state, Some((CLOSE_WAIT, _)))),
-            });
-        } else if fd >= FIRST_REPORTED_FD {
-            let origin = if held.across_exec {
-                Origin::Exec
-            } else if held.inherited {
-                Origin::Fork
-            } else {
-                Origin::Here
-            };
-            by_key
-                .entry((acq.key, origin))
-                .or_default()
-                .push((fd, held.seq));
-        }
-    }
-    // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
-    // are one site to the reader.
-    struct Merged {
-        kind: Kind,
-        syscall: u16,
-        stack: Vec<Frame>,
-        fds: Vec<u32>,
-        seqs: BTreeSet<u64>,
-        resources: BTreeSet<String>,
-        oldest_ns: u64,
-        counts: Counts,
-        close_wait: u64,
-        close_wait_since: u64,
-        origin: Origin,
-        passed_from: BTreeSet<PassedFrom>,
-    }
-    let mut merged: BTreeMap<(u16, Kind, Origin, Vec<String>), Merged> = BTreeMap::new();
-    for ((key, origin), fds) in by_key {
-        let stack = site_stack(key.site, input, stacks);
-        let Some(first) = input.acct.acquisition(fds[0].1) else {
-            continue;
-        };
-        let signature = stack.iter().map(source_location).collect();
-        let m = merged
-            .entry((key.syscall, first.kind, origin, signature))
-            .or_insert_with(|| Merged {
-                origin,
-                passed_from: BTreeSet::new(),
-                kind: first.kind,
-                syscall: key.syscall,
-                stack,
-                fds: Vec::new(),
-                seqs: BTreeSet::new(),
-                resources: BTreeSet::new(),
-                oldest_ns: u64::MAX,
-                counts: Counts::default(),
-                close_wait: 0,
-                close_wait_since: u64::MAX,
-            });
-        let c = p.groups.get(&key).copied().unwrap_or_default();
-        m.counts.acquired += c.acquired;
-        m.counts.released += c.released;
-        m.counts.inherited += c.inherited;
-        let mut senders = Vec::new();
-        for (fd, seq) in fds {
-            let Some(acq) = input.acct.acquisition(seq) else {
-                continue;
-            };
-            m.fds.push(fd);
-            m.seqs.insert(seq);
-            if m.resources.len() < MAX_RESOURCES {
-                m.resources.insert(acq.resource.to_string());
-            }
-            m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
-            if let Some(from) = acq.from
-                && m.passed_from.len() < MAX_SENDERS
-            {
-                senders.push(from);
-            }
-            if let Resource::Socket(info) = &acq.resource
-                && let Some((CLOSE_WAIT, since)) = info.state
-            {
-                m.close_wait += 1;
-                m.close_wait_since = m.close_wait_since.min(since);
-            }
-        }
-        for from in senders {
-            let stack = from
-                .key
-                .map(|k| site_stack(k.site, input, stacks))
-                .unwrap_or_default();
-            let own = stack.iter().find(|f| f.own_code);
-            m.passed_from.insert(PassedFrom {
-                pid: from.pid,
-                function: own.and_then(|f| f.function.clone()),
-                file: own.and_then(|f| f.file.clone()),
-                line: own.and_then(|f| f.line),
-            });
-        }
-    }
-    let mut leaks: Vec<Group> = merged
-        .into_iter()
-        .map(|((_, _, _, signature), mut m)| {
-            m.fds.sort_unstable();
-            let calls = m.seqs.len() as u64;
-            Group {
-                kind: m.kind,
-                count: m.fds.len() as u64,
-                calls,
-                acquired: m.counts.acquired,
-                released: m.counts.released,
-                inherited: m.counts.inherited,
-                fds: m.fds,
-                resources: m.resources.into_iter().collect(),
-                syscall: syscalls::name(m.syscall).to_string(),
-                oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
-                verdict: if m.origin == Origin::Exec {
-                    Verdict::Inherited
-                } else if m.origin == Origin::Here
-                    && calls >= input.min_count
-                    && (!input.live || p.exited())
-                {
-                    Verdict::Leak
-                } else {
-                    Verdict::Unclosed
-                },
-                close_wait: m.close_wait,
-                close_wait_oldest_ms: (m.close_wait > 0)
-                    .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
-                growth_per_min: None,
-                passed_from: m.passed_from.into_iter().collect(),
-                suppressed: None,
-                in_baseline: false,
-                stack: m.stack,
-                site: format!(
-                    "{}|{}|{}{}",
-                    m.syscall,
-                    m.kind,
-                    match m.origin {
-                        Origin::Here => "",
-                        Origin::Fork => "fork|",
-                        Origin::Exec => "exec|",
-                    },
-                    signature.join("|")
-                ),
-            }
-        })
-        .collect();
-    leaks.sort_by_key(|g| std::cmp::Reverse((g.verdict.is_failure(), g.count)));
-    let ebadf = libc::EBADF as u32;
-    let limit_hits = p
-        .failures
-        .iter()
-        .filter(|((_, errno), _)| *errno != ebadf)
-        .map(|((key, errno), h)| LimitHit {
-            errno: if *errno == libc::ENFILE as u32 {
-                "ENFILE"
-            } else {
-                "EMFILE"
-            },
-            count: h.count,
-            syscall: syscalls::name(key.syscall).to_string(),
-            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
-            stack: site_stack(key.site, input, stacks),
-        })
-        .collect();
-    let bad_closes = p
-        .failures
-        .iter()
-        .filter(|((_, errno), _)| *errno == ebadf)
-        .map(|((key, _), h)| BadClose {
-            count: h.count,
-            double_closes: h.double,
-            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
-            stack: site_stack(key.site, input, stacks),
-        })
-        .collect();
-    ProcessReport {
-        pid: p.pid,
-        ppid: p.ppid,
-        comm: p.comm.clone(),
-        exe: p.exe.clone(),
-        exit_code: p.exit_code(),
-        signal: p.signal(),
-        running: !p.exited(),
-        exit_unseen: p.exit_unseen,
-        open_at_end: p.open.range(FIRST_REPORTED_FD..).count() as u64,
-        leaks,
-        pre_existing: input.attached.then_some(pre_existing),
-        limit_hits,
-        bad_closes,
-        verify: p.verify.as_ref().map(VerifyReport::from),
-    }
-}
-
-/// Where a report gets the frames of its call sites.
-pub enum Stacks<'a> {
-    /// Unwound in this run, symbolized now (the symbolizer is kept across live reports).
-    Live {
-        sites: &'a Sites,
-        symbolizer: &'a mut Symbolizer,
-    },
-    /// Symbolized when they were recorded.
-    Recorded(&'a HashMap<SiteId, Vec<Frame>>),
-}
-
-impl Stacks<'_> {
-    fn frames(&mut self, site: SiteId) -> Vec<Frame> {
-        match self {
-            Stacks::Live { sites, symbolizer } => sites
-                .stacks
-                .get(site as usize)
-                .map(|raw| symbolize_stack(raw, symbolizer))
-                .unwrap_or_default(),
-            Stacks::Recorded(frames) => frames.get(&site).cloned().unwrap_or_default(),
-        }
-    }
-}
-
-/// Symbolized frames of a call site (cached per report).
-fn site_stack(
-    site: Option<SiteId>,
-    input: &mut Inputs<'_>,
-    stacks: &mut HashMap<SiteId, Vec<Frame>>,
-) -> Vec<Frame> {
-    let Some(s) = site else {
-        return Vec::new();
-    };
-    stacks
-        .entry(s)
-        .or_insert_with(|| input.stacks.frames(s))
-        .clone()
-}
-
-/// A frame's identity in source terms (module and offset when there are no symbols).
-fn source_location(f: &Frame) -> String {
-    match (&f.function, &f.file, f.line) {
-        (Some(func), Some(file), line) => format!("{func}@{file}:{}", line.unwrap_or(0)),
-        (Some(func), None, _) => format!("{func}@{}+{}", f.module, f.offset),
-        _ => format!("{}+{}", f.module, f.offset),
-    }
-}
-
-/// Symbolizes a stack; each address may become several frames through inlining.
-pub fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Frame> {
-    let mut by_module: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
-    for f in raw {
-        if let Some(p) = &f.path {
-            by_module.entry(p.clone()).or_default().push(f.svma);
-        }
-    }
-    let mut resolved: HashMap<(Arc<Path>, u64), Arc<[crate::symbolize::SymFrame]>> = HashMap::new();
-    for (path, addrs) in by_module {
-        for (addr, syms) in addrs.iter().zip(symbolizer.symbolize(&path, &addrs)) {
-            resolved.insert((path.clone(), *addr), syms);
-        }
-    }
-    let mut out = Vec::new();
-    for f in raw {
-        let module = f
-            .path
-            .as_ref()
-            .map_or_else(|| "[unknown]".to_string(), |p| p.display().to_string());
-        let syms = f
-            .path
-            .as_ref()
-            .and_then(|p| resolved.get(&(p.clone(), f.svma)).cloned());
-        match syms {
-            Some(syms) => {
-                for s in syms.iter() {
-                    let mut frame = Frame {
-                        address: format!("{:#x}", f.avma),
-                        offset: format!("{:#x}", f.svma),
-                        function: s.function.clone(),
-                        file: s.file.clone(),
-                        line: s.line,
-                        module: module.clone(),
-                        inlined: s.inlined,
-                        own_code: false,
-                    };
-                    frame.own_code = is_own_code(&frame);
-                    out.push(frame);
-                }
-            }
-            None => out.push(Frame {
-                address: format!("{:#x}", f.avma),
-                offset: format!("{:#x}", f.svma),
-                function: None,
-                file: None,
-                line: None,
-                module,
-                inlined: false,
-                own_code: false,
-            }),
-        }
-    }
-    // The C `main` a Rust binary's runtime calls the program's main through is not the program.
-    for i in 1..out.len() {
-        let shim = out[i].function.as_deref() == Some("main")
-            && out[i].file.is_none()
-            && out[i - 1]
-                .function
-                .as_deref()
-                .is_some_and(|f| f.starts_with("std::rt::lang_start"));
-        if shim {
-            out[i].own_code = false;
-        }
-    }
-    out
-}
-
-/// Source paths of toolchains, package caches and system headers.
-const LIBRARY_SOURCE_MARKERS: &[&str] = &[
-    "/rustc/",
-    "/.cargo/registry/",
-    "/.cargo/git/",
-    "/cargo/registry/",
-    "/.rustup/toolchains/",
-    "/usr/lib/go",
-    "/usr/local/go/",
-    "/go/pkg/mod/",
-    "/usr/include/",
-    "/usr/lib/gcc/",
-];
-
-/// Directories of system libraries.
-const SYSTEM_LIBRARY_DIRS: &[&str] = &[
-    "/lib/",
-    "/lib64/",
-    "/usr/lib/",
-    "/usr/lib64/",
-    "/usr/libexec/",
-];
-
-/// Function-name prefixes of language runtimes and standard libraries (used without file info).
-const RUNTIME_PREFIXES: &[&str] = &[
-    "std::",
-    "core::",
-    "alloc::",
-    "<std::",
-    "<core::",
-    "<alloc::",
-    "runtime.",
-    "syscall.",
-    "internal/",
-    "os.",
-    "net.",
-    "net/",
-    "io.",
-    "bufio.",
-    "__libc_",
-    "_start",
-    "__GI_",
-];
-
-/// Whether a frame belongs to the program's own code rather than a library or runtime.
-pub fn is_own_code(f: &Frame) -> bool {
-    let Some(function) = &f.function else {
-        return false;
-    };
-    if SYSTEM_LIBRARY_DIRS.iter().any(|d| f.module.starts_with(d)) {
-        return false;
-    }
-    match &f.file {
-        Some(file) => {
-            !LIBRARY_SOURCE_MARKERS.iter().any(|m| file.contains(m))
-                // glibc and other system sources are recorded relative to their build tree.
-                && !file.starts_with("./")
-                && !file.starts_with("../")
-        }
-        None => !RUNTIME_PREFIXES.iter().any(|p| function.starts_with(p)),
-    }
-}
-
 /// A report for the renderers' tests: `svc` (pid 1234, exited) with a leak, an unclosed pipe
 /// and a suppressed leak; `worker` (pid 1240, running) with an inherited leak without frames
 /// of its own code, a suspect with an inlined frame, and a leak in the baseline. Source files
@@ -1063,6 +474,7 @@ pub(crate) fn sample_report() -> Report {
         in_baseline: false,
         stack,
         site: format!("{syscall}|{kind}"),
+        facts: Default::default(),
     };
     let svc_main = |line| {
         frame(
@@ -1208,168 +620,6 @@ pub(crate) fn sample_report() -> Report {
         timeline: vec![],
         unused_suppressions: vec![],
         incomplete: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{accounting::Acquisition, enrich::Resource};
-    use tracer_common::syscall as sys;
-
-    fn frame(function: &str, file: Option<&str>, module: &str) -> Frame {
-        Frame {
-            address: "0x1".into(),
-            offset: "0x1".into(),
-            function: Some(function.into()),
-            file: file.map(Into::into),
-            line: Some(1),
-            module: module.into(),
-            inlined: false,
-            own_code: false,
-        }
-    }
-
-    #[test]
-    fn own_code_classification() {
-        assert!(is_own_code(&frame(
-            "demo::leak",
-            Some("/src/demo/main.rs"),
-            "/src/demo/target/demo"
-        )));
-        assert!(!is_own_code(&frame(
-            "std::fs::File::open",
-            Some("/rustc/abc/library/std/src/fs.rs"),
-            "/src/demo/target/demo"
-        )));
-        assert!(!is_own_code(&frame(
-            "__libc_open64",
-            Some("../sysdeps/unix/open64.c"),
-            "/usr/lib/x86_64-linux-gnu/libc.so.6"
-        )));
-        assert!(!is_own_code(&frame(
-            "os.OpenFile",
-            Some("/usr/lib/go-1.19/src/os/file.go"),
-            "/tmp/goleak"
-        )));
-        assert!(is_own_code(&frame(
-            "main.leak",
-            Some("/tmp/leak.go"),
-            "/tmp/goleak"
-        )));
-        assert!(!is_own_code(&frame("runtime.goexit", None, "/tmp/goleak")));
-        assert!(is_own_code(&frame("leak_file", None, "/tmp/leakc")));
-    }
-
-    fn sample_accounting(leaked: u32, pipes: u32) -> Accounting {
-        let mut a = Accounting::default();
-        a.describe(10, Default::default());
-        for i in 0..leaked {
-            a.acquire(
-                10,
-                &[3 + i as i32],
-                100 + i as u64,
-                Acquisition::new(
-                    GroupKey {
-                        site: None,
-                        syscall: sys::OPENAT,
-                    },
-                    Kind::File,
-                    Resource::Path(format!("/tmp/f{i}")),
-                    1_000_000_000,
-                ),
-            );
-        }
-        for i in 0..pipes {
-            let fd = 100 + 2 * i as i32;
-            a.acquire(
-                10,
-                &[fd, fd + 1],
-                1000 + i as u64,
-                Acquisition::new(
-                    GroupKey {
-                        site: None,
-                        syscall: sys::PIPE2,
-                    },
-                    Kind::Pipe,
-                    Resource::Anon {
-                        kind: Kind::Pipe,
-                        ino: 5,
-                        name: None,
-                    },
-                    2_000_000_000,
-                ),
-            );
-        }
-        a.exit(10, 0, 3_000_000_000);
-        a
-    }
-
-    fn build(a: &Accounting, min_count: u64) -> Report {
-        let sites = Sites::default();
-        let mut symbolizer = Symbolizer::default();
-        Report::build(Inputs {
-            command: vec!["x".into()],
-            exit_code: Some(0),
-            duration_ms: 1,
-            min_count,
-            now_ns: 0,
-            counters: Counters::default(),
-            stats: Stats::default(),
-            acct: a,
-            stacks: Stacks::Live {
-                sites: &sites,
-                symbolizer: &mut symbolizer,
-            },
-            attached: false,
-            live: false,
-            coverage_lost: &[],
-        })
-    }
-
-    #[test]
-    fn groups_verdicts_and_order() {
-        let a = sample_accounting(5, 1);
-        let r = build(&a, 2);
-        let p = &r.processes[0];
-        assert_eq!(p.open_at_end, 7);
-        assert_eq!(p.leaks.len(), 2);
-        let files = &p.leaks[0];
-        assert_eq!(
-            (files.kind, files.count, files.calls, files.verdict),
-            (Kind::File, 5, 5, Verdict::Leak)
-        );
-        assert_eq!(files.fds, vec![3, 4, 5, 6, 7]);
-        assert_eq!(files.oldest_age_ms, 2000);
-        assert_eq!(files.syscall, "openat");
-        // One pipe() call is a singleton: two descriptors, one call, below min-count 2.
-        let pipe = &p.leaks[1];
-        assert_eq!(
-            (pipe.count, pipe.calls, pipe.verdict),
-            (2, 1, Verdict::Unclosed)
-        );
-        assert!(r.has_leak());
-        assert!(!build(&a, 6).has_leak());
-    }
-
-    #[test]
-    fn std_streams_are_never_reported() {
-        let mut a = Accounting::default();
-        a.acquire(
-            1,
-            &[1],
-            5,
-            Acquisition::new(
-                GroupKey {
-                    site: None,
-                    syscall: sys::DUP2,
-                },
-                Kind::File,
-                Resource::Unknown,
-                0,
-            ),
-        );
-        let r = build(&a, 1);
-        assert!(r.processes[0].leaks.is_empty());
+        live: false,
     }
 }

@@ -5,13 +5,14 @@ use anyhow::{Result, bail};
 
 use crate::{
     cli::ReportArgs,
-    record,
-    report::{self, LEAK_EXIT_CODE, Report, table},
+    output, record,
+    report::{self, Report, gate, table, verdict::Policy},
+    symbolize::Symbolizer,
 };
 
 /// Runs `tracer report`; returns the exit code.
 pub fn report(args: ReportArgs) -> Result<i32> {
-    report::check_outputs(&args.out, Some(&args.record))?;
+    output::check_outputs(&args.out, Some(&args.record))?;
     let rec = record::read(&args.record)?;
     let path = args.record.display();
     let mut missing = Vec::new();
@@ -34,35 +35,10 @@ pub fn report(args: ReportArgs) -> Result<i32> {
     for m in &missing {
         eprintln!("tracer: warning: {path}: {m}");
     }
-    // Without its end, the record reports up to its latest entry.
-    let end = rec.end.clone().unwrap_or_else(|| record::End {
-        exit_code: 0,
-        duration_ms: rec.last_ts_ns.saturating_sub(rec.begin.started_ns) / 1_000_000,
-        now_ns: rec.last_ts_ns,
-        coverage_lost: vec![],
-    });
-    let (mut counters, stats) = rec.totals;
-    if rec.end.is_none() {
-        // The kernel's counters ran ahead of what the record kept: count what it holds.
-        (counters.acquired, counters.released) = rec.replayed;
-    }
-    let mut report = Report::build(report::Inputs {
-        command: rec.begin.command.clone(),
-        exit_code: rec.end.as_ref().map(|e| e.exit_code),
-        duration_ms: end.duration_ms,
-        min_count: args.out.min_count,
-        now_ns: end.now_ns,
-        counters,
-        stats,
-        acct: &rec.acct,
-        stacks: report::Stacks::Recorded(&rec.frames),
-        attached: rec.begin.attached,
-        // What happened after the record ends is unknown: a process running then may still
-        // have released its descriptors.
-        live: rec.begin.live || !missing.is_empty(),
-        coverage_lost: &end.coverage_lost,
-    });
-    report.incomplete = (!missing.is_empty()).then(|| missing.join("; "));
+    let snapshot = rec.snapshot((!missing.is_empty()).then(|| missing.join("; ")));
+    let policy = Policy::new(args.out.min_count, args.out.min_age);
+    // Recorded stacks are symbolized already: the symbolizer is not used.
+    let mut report = Report::build(&snapshot, &policy, &mut Symbolizer::default());
     if let Some(pid) = args
         .pids
         .iter()
@@ -79,11 +55,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         report.processes.retain(|p| args.pids.contains(&p.pid));
         report.timeline.retain(|t| args.pids.contains(&t.pid));
     }
-    report::gate::apply(&mut report, &args.out)?;
+    gate::apply(&mut report, &args.out)?;
     report::emit(&report, &args.out, report::TextTo::Stdout)?;
-    Ok(if args.out.fail_on_leak && report.has_leak() {
-        LEAK_EXIT_CODE
-    } else {
-        0
-    })
+    Ok(gate::exit_code(&report, &args.out, 0))
 }

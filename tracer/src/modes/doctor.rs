@@ -416,7 +416,7 @@ fn end_to_end() -> Result<String> {
         .sites
         .stacks
         .iter()
-        .map(Vec::len)
+        .map(|s| s.len())
         .max()
         .unwrap_or(0);
     if deepest < 2 {

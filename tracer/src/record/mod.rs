@@ -6,12 +6,10 @@
 //! how the run ended. `tracer report` replays it through the same accounting and report code,
 //! so it prints what the live run printed, without root and without the traced binaries.
 //!
-//! Layout: the 8 bytes `TRACEREC`, a little-endian u16 format version, then chunks. A chunk is a
-//! little-endian u32 payload length, the payload's CRC-32 (u32), and the payload: [`Entry`]s
-//! encoded one after the other with postcard (varints). A chunk is what the collector handed
-//! over since the previous one (about 10 ms of events), at most about 64 KiB; each is written by
-//! a thread of its own and flushed, so a tracer killed with -9 or a full disk leaves a readable
-//! prefix: the reader stops at a partial last chunk and says so. Size: about 15 bytes per
+//! The layout is in [`format`]. A chunk is what the collector handed over since the previous one
+//! (about 10 ms of events), at most about 64 KiB; each is written by a thread of its own and
+//! flushed, so a tracer killed with -9 or a full disk leaves a readable prefix: the reader stops
+//! at a partial last chunk and says so. Size: about 15 bytes per
 //! release and 30 plus the resource's name per acquisition (the 4-thread stress run's 80,000
 //! events: 1.9 MB, 24 bytes per event).
 use std::{
@@ -24,82 +22,35 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde::{Deserialize, Serialize};
+
+mod format;
+
+pub use format::{Begin, End};
+
+use format::{Entry, MAGIC, MAX_CHUNK, SiteFrame, VERSION};
 
 use crate::{
     accounting::{Accounting, Change, SiteId},
-    collector::Stats,
-    probes::Counters,
-    report::{Frame, symbolize_stack},
+    frames::{Frame, symbolize_stack},
+    health::Health,
+    report::{RunFacts, Snapshot, Stacks},
     symbolize::Symbolizer,
     unwind::RawFrame,
 };
 
-/// First bytes of every record.
-pub const MAGIC: &[u8; 8] = b"TRACEREC";
-/// Version of the layout and of [`Entry`]; readers refuse newer ones.
-pub const VERSION: u16 = 3;
 /// A chunk is written once it holds this much, even within a batch: at most this much is lost
 /// when tracer is killed.
 const CHUNK_BYTES: usize = 64 << 10;
 /// Room kept under `--max-size` for the entries written after it is reached (where it stopped,
 /// the last totals, the end), so that the file stays within the limit.
 const TAIL_BYTES: u64 = 4096;
-/// Largest chunk a reader accepts (a larger length means corruption).
-const MAX_CHUNK: u32 = 64 << 20;
-
-/// One entry of a record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Entry {
-    /// First entry: what was traced.
-    Begin(Begin),
-    /// A change to the accounting.
-    Change(Change),
-    /// A call site's frames, symbolized.
-    Site(SiteId, Vec<Frame>),
-    /// A module the frames refer to, with its GNU build id (hex) when it has one.
-    Module(String, Option<String>),
-    /// Loss and health counters so far (every second, and at the end), at `ts_ns`.
-    Totals {
-        ts_ns: u64,
-        counters: Counters,
-        stats: Stats,
-    },
-    /// The record reached `--max-size` here: later changes are not in it.
-    Stopped { bytes: u64, ts_ns: u64 },
-    /// Last entry: how the run ended.
-    End(End),
-}
-
-/// What was traced, and how.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Begin {
-    pub tool_version: String,
-    pub command: Vec<String>,
-    pub started_ns: u64,
-    pub hostname: String,
-    pub kernel: String,
-    /// Attached to running processes (`--pid`).
-    pub attached: bool,
-    /// A live mode (watching), as opposed to `tracer run`.
-    pub live: bool,
-}
-
-/// How the run ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct End {
-    pub exit_code: i32,
-    pub duration_ms: u64,
-    pub now_ns: u64,
-    pub coverage_lost: Vec<String>,
-}
 
 /// What the collector hands the recorder between two drains.
 #[derive(Default)]
 pub struct Batch {
     pub changes: Vec<Change>,
-    pub sites: Vec<(SiteId, Vec<RawFrame>)>,
-    pub totals: Option<(u64, Counters, Stats)>,
+    pub sites: Vec<(SiteId, Arc<[RawFrame]>)>,
+    pub totals: Option<(u64, Health)>,
     pub end: Option<End>,
 }
 
@@ -252,23 +203,17 @@ impl Writer {
                 }
             }
             let frames = symbolize_stack(&raw, symbolizer);
+            let frames = frames.iter().map(SiteFrame::from).collect();
             self.entry(&Entry::Site(id, frames), false)?;
         }
         for c in batch.changes {
             self.entry(&Entry::Change(c), false)?;
         }
         // Past --max-size only the last totals are kept (the file stays within its limit).
-        if let Some((ts_ns, counters, stats)) = batch.totals
+        if let Some((ts_ns, health)) = batch.totals
             && (!self.stopped || batch.end.is_some())
         {
-            self.entry(
-                &Entry::Totals {
-                    ts_ns,
-                    counters,
-                    stats,
-                },
-                true,
-            )?;
+            self.entry(&Entry::Totals { ts_ns, health }, true)?;
         }
         if let Some(end) = batch.end {
             self.entry(&Entry::End(end), true)?;
@@ -306,7 +251,7 @@ pub struct Recorded {
     pub acct: Accounting,
     pub frames: HashMap<SiteId, Vec<Frame>>,
     pub modules: HashMap<String, Option<String>>,
-    pub totals: (Counters, Stats),
+    pub totals: Health,
     /// The latest time in the record (CLOCK_MONOTONIC): how far a record without an end got.
     pub last_ts_ns: u64,
     /// Descriptors acquired and released in the record's changes (the totals of a record
@@ -319,6 +264,41 @@ pub struct Recorded {
     /// filled): what precedes it is reported.
     pub truncated_at: Option<u64>,
     pub entries: u64,
+}
+
+impl Recorded {
+    /// The report's input: the replayed accounting and the recorded stacks. A record without
+    /// its end reports up to its latest entry; `incomplete` says what is missing, and then
+    /// what happened after the record ends is unknown (a process running then may still have
+    /// released its descriptors: no `leak` verdict for it).
+    pub fn snapshot(self, incomplete: Option<String>) -> Snapshot {
+        let end = self.end.clone().unwrap_or_else(|| End {
+            exit_code: 0,
+            duration_ms: self.last_ts_ns.saturating_sub(self.begin.started_ns) / 1_000_000,
+            now_ns: self.last_ts_ns,
+            coverage_lost: vec![],
+        });
+        let mut health = self.totals;
+        if self.end.is_none() {
+            // The kernel's counters ran ahead of what the record kept: count what it holds.
+            (health.counters.acquired, health.counters.released) = self.replayed;
+        }
+        Snapshot {
+            acct: self.acct,
+            stacks: Stacks::Recorded(Arc::new(self.frames)),
+            health,
+            run: RunFacts {
+                command: self.begin.command,
+                exit_code: self.end.as_ref().map(|e| e.exit_code),
+                duration_ms: end.duration_ms,
+                now_ns: end.now_ns,
+                attached: self.begin.attached,
+                live: self.begin.live || incomplete.is_some(),
+                coverage_lost: end.coverage_lost,
+                incomplete,
+            },
+        }
+    }
 }
 
 /// Reads a record. A newer format, a corrupt entry or a file that is not a record is an error
@@ -406,17 +386,14 @@ pub fn parse(data: &[u8]) -> Result<Recorded> {
                     rec.acct.apply(c)
                 }
                 Entry::Site(id, frames) => {
-                    rec.frames.insert(id, frames);
+                    rec.frames
+                        .insert(id, frames.iter().map(Frame::from).collect());
                 }
                 Entry::Module(path, id) => {
                     rec.modules.insert(path, id);
                 }
-                Entry::Totals {
-                    ts_ns,
-                    counters,
-                    stats,
-                } => {
-                    rec.totals = (counters, stats);
+                Entry::Totals { ts_ns, health } => {
+                    rec.totals = health;
                     rec.last_ts_ns = rec.last_ts_ns.max(ts_ns);
                 }
                 Entry::Stopped { bytes, ts_ns } => rec.stopped = Some((bytes, ts_ns)),
@@ -516,22 +493,14 @@ mod tests {
     /// `tracer report` takes, which must never panic.
     fn report_of(data: &[u8]) {
         let Ok(rec) = parse(data) else { return };
-        let end = rec.end.clone().unwrap_or_default();
-        let report = crate::report::Report::build(crate::report::Inputs {
-            command: rec.begin.command.clone(),
-            exit_code: Some(end.exit_code),
-            duration_ms: end.duration_ms,
-            min_count: 2,
-            now_ns: end.now_ns,
-            counters: rec.totals.0,
-            stats: rec.totals.1,
-            acct: &rec.acct,
-            stacks: crate::report::Stacks::Recorded(&rec.frames),
-            attached: rec.begin.attached,
-            live: rec.begin.live,
-            coverage_lost: &end.coverage_lost,
-        });
-        for format in [crate::report::Format::Text, crate::report::Format::Json] {
+        let snap = rec.snapshot(None);
+        let policy = crate::report::verdict::Policy::new(2, None);
+        let report = crate::report::Report::build(
+            &snap,
+            &policy,
+            &mut crate::symbolize::Symbolizer::default(),
+        );
+        for format in [crate::output::Format::Text, crate::output::Format::Json] {
             let _ = report.render(format, false);
         }
     }

@@ -1,0 +1,489 @@
+//! Building the report model from a [`Snapshot`]: outstanding descriptors grouped by call site
+//! (merged by source location), their resources, ages, senders and counts, the failures, the
+//! verification, the timeline; verdicts from [`verdict`].
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
+
+use super::{
+    BadClose, Drops, EventTotals, Group, LimitHit, PassedFrom, PreExisting, ProcessReport, Report,
+    Timeline, Verdict, VerifyReport,
+    verdict::{self, Facts, Origin, Policy},
+};
+use crate::{
+    accounting::{Accounting, Counts, GroupKey, Process, SiteId},
+    enrich::{Kind, Resource},
+    frames::{Frame, source_location, symbolize_stack},
+    health::Health,
+    probes::syscalls,
+    symbolize::Symbolizer,
+    unwind::RawFrame,
+};
+
+/// Most distinct resources listed per group.
+const MAX_RESOURCES: usize = 1000;
+
+/// Most distinct senders listed per group.
+const MAX_SENDERS: usize = 16;
+
+/// What a run says about itself besides its accounting.
+#[derive(Clone, Debug, Default)]
+pub struct RunFacts {
+    pub command: Vec<String>,
+    /// The command's exit code (None: unknown, from a record without its end).
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// CLOCK_MONOTONIC now, for the age of descriptors of processes still running.
+    pub now_ns: u64,
+    /// Attached to running processes: list what was open before.
+    pub attached: bool,
+    /// A live mode (or a record that misses its later part): a process still running has no
+    /// `leak` verdict, nothing is "open at exit" yet.
+    pub live: bool,
+    /// Acquisition paths the kernel does not let tracer follow.
+    pub coverage_lost: Vec<String>,
+    /// From a record that misses its later part: what is missing.
+    pub incomplete: Option<String>,
+}
+
+/// What a report is built from: the accounting at one moment, its call sites, the health
+/// figures and the run's facts. Owned, so that a live view builds (and symbolizes) it without
+/// holding the collector.
+pub struct Snapshot {
+    pub acct: Accounting,
+    pub stacks: Stacks,
+    pub health: Health,
+    pub run: RunFacts,
+}
+
+impl Report {
+    /// Builds the report of `snap`, symbolizing the stacks of every outstanding group, with
+    /// the verdicts `policy` gives.
+    pub fn build(snap: &Snapshot, policy: &Policy, symbolizer: &mut Symbolizer) -> Report {
+        let mut b = Building {
+            snap,
+            policy,
+            symbolizer,
+            frames: HashMap::new(),
+        };
+        let processes = snap
+            .acct
+            .processes()
+            .into_iter()
+            .map(|p| process_report(p, &mut b))
+            .collect();
+        let (c, s) = (snap.health.counters, snap.health.stats);
+        let drops = Drops {
+            ring_full: c.events_lost,
+            fd_map_full: c.fd_map_full,
+            inflight_full: c.inflight_lost,
+            proc_map_full: c.proc_map_full,
+            stacks_unreadable: c.stack_unreadable,
+            stacks_missing: s.stacks_missing.saturating_sub(c.stack_unreadable),
+            stacks_unmapped: s.stacks_unmapped,
+            mappings_lost: s.mappings_lost,
+            unseen_acquisitions: s.reconciled.unseen_acquisitions,
+            unseen_releases: s.reconciled.unseen_releases,
+        };
+        Report {
+            tool: "tracer",
+            version: env!("CARGO_PKG_VERSION"),
+            command: snap.run.command.clone(),
+            exit_code: snap.run.exit_code,
+            duration_ms: snap.run.duration_ms,
+            min_count: policy.min_count,
+            events: EventTotals {
+                acquired: c.acquired,
+                released: c.released,
+                lost: snap.health.lost(),
+                drops,
+                stack_memo_hits: s.memo_hits,
+                collector_cpu_ms: s.collector_cpu_ns as f64 / 1e6,
+            },
+            coverage_lost: snap.run.coverage_lost.clone(),
+            timeline: timeline(&snap.acct),
+            processes,
+            unused_suppressions: Vec::new(),
+            incomplete: snap.run.incomplete.clone(),
+            live: snap.run.live,
+        }
+    }
+}
+
+/// Descriptor counts per process over time, from the accounting's samples.
+fn timeline(acct: &Accounting) -> Vec<Timeline> {
+    let Some(start) = acct.samples.first().map(|s| s.ts_ns) else {
+        return Vec::new();
+    };
+    let mut by_pid: BTreeMap<u32, Vec<[u64; 2]>> = BTreeMap::new();
+    for s in &acct.samples {
+        for &(pid, n) in &s.counts {
+            by_pid
+                .entry(pid)
+                .or_default()
+                .push([(s.ts_ns - start) / 1_000_000, u64::from(n)]);
+        }
+    }
+    by_pid
+        .into_iter()
+        .map(|(pid, points)| Timeline {
+            pid,
+            comm: acct
+                .process(pid)
+                .map(|p| p.comm.clone())
+                .unwrap_or_default(),
+            points,
+        })
+        .collect()
+}
+
+/// Descriptors below this are stdin/stdout/stderr: never leaks.
+const FIRST_REPORTED_FD: u32 = 3;
+
+fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
+    let end_ns = p.ended_ns.unwrap_or(b.snap.run.now_ns);
+    // Outstanding descriptors by call site...
+    let mut by_key: BTreeMap<(GroupKey, Origin), Vec<(u32, u64)>> = BTreeMap::new();
+    let mut pre_existing = Vec::new();
+    for (&fd, held) in &p.open {
+        let Some(acq) = b.snap.acct.acquisition(held.seq) else {
+            continue;
+        };
+        if acq.key.syscall == sys::PRE_EXISTING {
+            pre_existing.push(PreExisting {
+                fd,
+                kind: acq.kind,
+                resource: acq.resource.to_string(),
+                close_wait: matches!(&acq.resource, Resource::Socket(info)
+                    if matches!(info.state, Some((CLOSE_WAIT, _)))),
+            });
+        } else if fd >= FIRST_REPORTED_FD {
+            let origin = if held.across_exec {
+                Origin::Exec
+            } else if held.inherited {
+                Origin::Fork
+            } else {
+                Origin::Here
+            };
+            by_key
+                .entry((acq.key, origin))
+                .or_default()
+                .push((fd, held.seq));
+        }
+    }
+    // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
+    // are one site to the reader.
+    struct Merged {
+        kind: Kind,
+        syscall: u16,
+        stack: Vec<Frame>,
+        fds: Vec<u32>,
+        seqs: BTreeSet<u64>,
+        resources: BTreeSet<String>,
+        oldest_ns: u64,
+        counts: Counts,
+        close_wait: u64,
+        close_wait_since: u64,
+        origin: Origin,
+        passed_from: BTreeSet<PassedFrom>,
+    }
+    let mut merged: BTreeMap<(u16, Kind, Origin, Vec<String>), Merged> = BTreeMap::new();
+    for ((key, origin), fds) in by_key {
+        let stack = b.site_stack(key.site);
+        let Some(first) = b.snap.acct.acquisition(fds[0].1) else {
+            continue;
+        };
+        let signature = stack.iter().map(source_location).collect();
+        let m = merged
+            .entry((key.syscall, first.kind, origin, signature))
+            .or_insert_with(|| Merged {
+                origin,
+                passed_from: BTreeSet::new(),
+                kind: first.kind,
+                syscall: key.syscall,
+                stack,
+                fds: Vec::new(),
+                seqs: BTreeSet::new(),
+                resources: BTreeSet::new(),
+                oldest_ns: u64::MAX,
+                counts: Counts::default(),
+                close_wait: 0,
+                close_wait_since: u64::MAX,
+            });
+        let c = p.groups.get(&key).copied().unwrap_or_default();
+        m.counts.acquired += c.acquired;
+        m.counts.released += c.released;
+        m.counts.inherited += c.inherited;
+        let mut senders = Vec::new();
+        for (fd, seq) in fds {
+            let Some(acq) = b.snap.acct.acquisition(seq) else {
+                continue;
+            };
+            m.fds.push(fd);
+            m.seqs.insert(seq);
+            if m.resources.len() < MAX_RESOURCES {
+                m.resources.insert(acq.resource.to_string());
+            }
+            m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
+            if let Some(from) = acq.from
+                && m.passed_from.len() < MAX_SENDERS
+            {
+                senders.push(from);
+            }
+            if let Resource::Socket(info) = &acq.resource
+                && let Some((CLOSE_WAIT, since)) = info.state
+            {
+                m.close_wait += 1;
+                m.close_wait_since = m.close_wait_since.min(since);
+            }
+        }
+        for from in senders {
+            let stack = from.key.map(|k| b.site_stack(k.site)).unwrap_or_default();
+            let own = stack.iter().find(|f| f.own_code);
+            m.passed_from.insert(PassedFrom {
+                pid: from.pid,
+                function: own.and_then(|f| f.function.clone()),
+                file: own.and_then(|f| f.file.clone()),
+                line: own.and_then(|f| f.line),
+            });
+        }
+    }
+    let mut leaks: Vec<Group> = merged
+        .into_iter()
+        .map(|((_, _, _, signature), mut m)| {
+            m.fds.sort_unstable();
+            let calls = m.seqs.len() as u64;
+            Group {
+                kind: m.kind,
+                count: m.fds.len() as u64,
+                calls,
+                acquired: m.counts.acquired,
+                released: m.counts.released,
+                inherited: m.counts.inherited,
+                fds: m.fds,
+                resources: m.resources.into_iter().collect(),
+                syscall: syscalls::name(m.syscall).to_string(),
+                oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
+                verdict: Verdict::Unclosed,
+                facts: Facts {
+                    origin: m.origin,
+                    calls,
+                    oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
+                    exited: p.exited(),
+                    suspect: false,
+                },
+                close_wait: m.close_wait,
+                close_wait_oldest_ms: (m.close_wait > 0)
+                    .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
+                growth_per_min: None,
+                passed_from: m.passed_from.into_iter().collect(),
+                suppressed: None,
+                in_baseline: false,
+                stack: m.stack,
+                site: format!(
+                    "{}|{}|{}{}",
+                    m.syscall,
+                    m.kind,
+                    match m.origin {
+                        Origin::Here => "",
+                        Origin::Fork => "fork|",
+                        Origin::Exec => "exec|",
+                    },
+                    signature.join("|")
+                ),
+            }
+        })
+        .collect();
+    for g in &mut leaks {
+        g.verdict = verdict::decide(&g.facts, b.policy, b.snap.run.live);
+    }
+    leaks.sort_by_key(|g| std::cmp::Reverse((g.verdict.is_failure(), g.count)));
+    let ebadf = libc::EBADF as u32;
+    let limit_hits = p
+        .failures
+        .iter()
+        .filter(|((_, errno), _)| *errno != ebadf)
+        .map(|((key, errno), h)| LimitHit {
+            errno: if *errno == libc::ENFILE as u32 {
+                "ENFILE"
+            } else {
+                "EMFILE"
+            },
+            count: h.count,
+            syscall: syscalls::name(key.syscall).to_string(),
+            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
+            stack: b.site_stack(key.site),
+        })
+        .collect();
+    let bad_closes = p
+        .failures
+        .iter()
+        .filter(|((_, errno), _)| *errno == ebadf)
+        .map(|((key, _), h)| BadClose {
+            count: h.count,
+            double_closes: h.double,
+            span_ms: (h.last_ns - h.first_ns) / 1_000_000,
+            stack: b.site_stack(key.site),
+        })
+        .collect();
+    ProcessReport {
+        pid: p.pid,
+        ppid: p.ppid,
+        comm: p.comm.clone(),
+        exe: p.exe.clone(),
+        exit_code: p.exit_code(),
+        signal: p.signal(),
+        running: !p.exited(),
+        exit_unseen: p.exit_unseen,
+        open_at_end: p.open.range(FIRST_REPORTED_FD..).count() as u64,
+        leaks,
+        pre_existing: b.snap.run.attached.then_some(pre_existing),
+        limit_hits,
+        bad_closes,
+        verify: p.verify.as_ref().map(VerifyReport::from),
+    }
+}
+
+/// Where a report gets the frames of its call sites.
+#[derive(Clone)]
+pub enum Stacks {
+    /// Unwound in this run, symbolized when the report is built.
+    Live(Vec<Arc<[RawFrame]>>),
+    /// Symbolized when they were recorded.
+    Recorded(Arc<HashMap<SiteId, Vec<Frame>>>),
+}
+
+/// A report being built: its inputs, and the frames symbolized so far.
+struct Building<'a> {
+    snap: &'a Snapshot,
+    policy: &'a Policy,
+    symbolizer: &'a mut Symbolizer,
+    frames: HashMap<SiteId, Vec<Frame>>,
+}
+
+impl Building<'_> {
+    /// Symbolized frames of a call site (once per report).
+    fn site_stack(&mut self, site: Option<SiteId>) -> Vec<Frame> {
+        let Some(s) = site else {
+            return Vec::new();
+        };
+        if let Some(f) = self.frames.get(&s) {
+            return f.clone();
+        }
+        let frames = match &self.snap.stacks {
+            Stacks::Live(raw) => raw
+                .get(s as usize)
+                .map(|raw| symbolize_stack(raw, self.symbolizer))
+                .unwrap_or_default(),
+            Stacks::Recorded(frames) => frames.get(&s).cloned().unwrap_or_default(),
+        };
+        self.frames.insert(s, frames.clone());
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::{Acquisition, Change};
+
+    fn acquire(a: &mut Accounting, fds: &[i32], seq: u64, acq: Acquisition) {
+        a.apply(Change::Acquire {
+            pid: 10,
+            fds: fds.to_vec(),
+            seq,
+            acq: Box::new(acq),
+        });
+    }
+
+    fn sample_accounting(leaked: u32, pipes: u32) -> Accounting {
+        let mut a = Accounting::default();
+        let key = |syscall| GroupKey {
+            site: None,
+            syscall,
+        };
+        for i in 0..leaked {
+            let path = Resource::Path(format!("/tmp/f{i}"));
+            let acq = Acquisition::new(key(sys::OPENAT), Kind::File, path, 1_000_000_000);
+            acquire(&mut a, &[3 + i as i32], 100 + i as u64, acq);
+        }
+        for i in 0..pipes {
+            let fd = 100 + 2 * i as i32;
+            let pipe = Resource::Anon {
+                kind: Kind::Pipe,
+                ino: 5,
+                name: None,
+            };
+            let acq = Acquisition::new(key(sys::PIPE2), Kind::Pipe, pipe, 2_000_000_000);
+            acquire(&mut a, &[fd, fd + 1], 1000 + i as u64, acq);
+        }
+        a.apply(Change::Exit {
+            pid: 10,
+            status: 0,
+            ts_ns: 3_000_000_000,
+        });
+        a
+    }
+
+    fn build(acct: Accounting, min_count: u64) -> Report {
+        let snap = Snapshot {
+            acct,
+            stacks: Stacks::Live(Vec::new()),
+            health: Health::default(),
+            run: RunFacts {
+                command: vec!["x".into()],
+                exit_code: Some(0),
+                ..Default::default()
+            },
+        };
+        Report::build(
+            &snap,
+            &Policy::new(min_count, None),
+            &mut Symbolizer::default(),
+        )
+    }
+
+    #[test]
+    fn groups_verdicts_and_order() {
+        let r = build(sample_accounting(5, 1), 2);
+        let p = &r.processes[0];
+        assert_eq!(p.open_at_end, 7);
+        assert_eq!(p.leaks.len(), 2);
+        let files = &p.leaks[0];
+        assert_eq!(
+            (files.kind, files.count, files.calls, files.verdict),
+            (Kind::File, 5, 5, Verdict::Leak)
+        );
+        assert_eq!(files.fds, vec![3, 4, 5, 6, 7]);
+        assert_eq!(files.oldest_age_ms, 2000);
+        assert_eq!(files.syscall, "openat");
+        // One pipe() call is a singleton: two descriptors, one call, below min-count 2.
+        let pipe = &p.leaks[1];
+        assert_eq!(
+            (pipe.count, pipe.calls, pipe.verdict),
+            (2, 1, Verdict::Unclosed)
+        );
+        assert!(r.has_leak());
+        assert!(!build(sample_accounting(5, 1), 6).has_leak());
+    }
+
+    #[test]
+    fn std_streams_are_never_reported() {
+        let mut a = Accounting::default();
+        let key = GroupKey {
+            site: None,
+            syscall: sys::DUP2,
+        };
+        acquire(
+            &mut a,
+            &[1],
+            5,
+            Acquisition::new(key, Kind::File, Resource::Unknown, 0),
+        );
+        let r = build(a, 1);
+        assert!(r.processes[0].leaks.is_empty());
+    }
+}
