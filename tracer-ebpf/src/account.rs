@@ -9,12 +9,14 @@ use crate::{
     maps::{OPEN_FDS, SOCKS},
 };
 
-/// Accounts a new descriptor. A stale entry with the same number means its release was not
-/// seen (or, for dup2/dup3, that the target was implicitly closed): report that release first.
+/// Accounts a new descriptor; returns whether it is accounted (a full map is counted, and the
+/// descriptor is then unknown to userspace too: verification reports it missing). A stale
+/// entry with the same number means its release was not seen (or, for dup2/dup3, that the
+/// target was implicitly closed): report that release first.
 #[inline(always)]
-pub fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
+pub fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) -> bool {
     if fd < 0 {
-        return;
+        return false;
     }
     let key = FdKey {
         tgid,
@@ -22,7 +24,7 @@ pub fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
     };
     if OPEN_FDS.insert(&key, entry, BPF_NOEXIST as u64).is_ok() {
         bump(counter::ACQUIRED, 1);
-        return;
+        return true;
     }
     // SAFETY: copy out of a valid map value.
     if let Some((old, flags)) = OPEN_FDS
@@ -34,8 +36,10 @@ pub fn account_fd(tgid: u32, fd: i32, entry: &FdEntry, replaced_how: u32) {
     }
     if OPEN_FDS.insert(&key, entry, 0).is_ok() {
         bump(counter::ACQUIRED, 1);
+        true
     } else {
         bump(counter::FD_MAP_FULL, 1);
+        false
     }
 }
 

@@ -204,8 +204,8 @@ pub fn io_complete(ctx: BtfTracePointContext) -> i32 {
             0
         };
         track_socket(sk, seq, pending.tgid, fd);
-        account_fd(pending.tgid, fd, &acq.entry(sk, file), release::REPLACED);
-        account_fd(pending.tgid, fd2, &acq.entry(0, file2), release::REPLACED);
+        let _ = account_fd(pending.tgid, fd, &acq.entry(sk, file), release::REPLACED);
+        let _ = account_fd(pending.tgid, fd2, &acq.entry(0, file2), release::REPLACED);
     }
     let ino2 = file_inode(file2).0;
     emit::<IoCompleteEvent>(

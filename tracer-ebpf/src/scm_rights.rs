@@ -185,7 +185,7 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
     let sender = unsafe { PASSED.get(&file) }.copied().unwrap_or_default();
     let mut acq = Acquisition::new(l.pid_tgid, l.sys as u16, fd, next_seq());
     let entry = acq.entry(sk, file);
-    account_fd(acq.tgid, fd, &entry, release::REPLACED);
+    let _ = account_fd(acq.tgid, fd, &entry, release::REPLACED);
     track_socket(sk, acq.seq, acq.tgid, fd);
     acq.sk = sk;
     acq.i_mode = i_mode;

@@ -333,14 +333,17 @@ fn acquire(
     {
         acq.sk = file_socket(file);
     }
-    track_socket(acq.sk, acq.seq, tgid, fd);
     let replaced = if dup2 {
         release::DUP2
     } else {
         release::REPLACED
     };
-    account_fd(tgid, fd, &acq.entry(acq.sk, file), replaced);
-    account_fd(tgid, fd2, &acq.entry(0, file2), replaced);
+    // Not accounted (the map is full, counted): nothing to follow, nothing to send.
+    if !account_fd(tgid, fd, &acq.entry(acq.sk, file), replaced) {
+        return;
+    }
+    let _ = account_fd(tgid, fd2, &acq.entry(0, file2), replaced);
+    track_socket(acq.sk, acq.seq, tgid, fd);
     acq.arg = match shape.detail {
         detail::SOCKET_TRIPLE => {
             (a[0] & 0xffff) | ((a[1] & 0xffff) << 16) | ((a[2] & 0xffff_ffff) << 32)

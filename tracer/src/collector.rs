@@ -77,6 +77,8 @@ pub struct State {
     io_pending: HashMap<u64, (Box<AcquireEvent>, Option<SiteId>)>,
     /// When the descriptor counts are sampled next.
     next_sample_ns: u64,
+    /// The kernel's map by process, walked once per drain when records were lost.
+    scan: Option<HashMap<u32, Vec<(u32, FdEntry)>>>,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -167,6 +169,7 @@ impl Collector {
                 pre_seq: 0,
                 io_pending: HashMap::new(),
                 next_sample_ns: 0,
+                scan: None,
             },
         })
     }
@@ -279,6 +282,7 @@ impl Collector {
 
     /// Processes every pending record; returns how many.
     pub fn drain(&mut self) -> usize {
+        self.state.scan = None;
         self.state.maps.poll();
         let mut n = 0;
         while let Some(item) = self.ring.next() {
@@ -301,6 +305,7 @@ impl Collector {
     /// `verify`, checks that accounting against its descriptor table in /proc.
     pub fn finish(&mut self, verify: bool) -> Result<Counters> {
         self.drain();
+        self.state.scan = None;
         let live: Vec<u32> = self
             .state
             .acct
@@ -712,24 +717,36 @@ impl State {
     /// The kernel's entries for `pid`. Looking up what we hold is enough unless events were
     /// lost; then the whole map is scanned for entries we never heard of.
     fn kernel_entries(&mut self, pid: u32) -> Vec<(u32, FdEntry)> {
-        let lost = self.probes.counters().map_or(1, |c| c.lost()) + self.stats.bad_records;
-        let held: Vec<u32> = self
-            .acct
-            .process(pid)
-            .map(|p| p.open.keys().copied().collect())
-            .unwrap_or_default();
-        let Ok(map) = self.probes.open_fds() else {
-            return Vec::new();
-        };
-        let entries: Vec<(u32, FdEntry)> = if lost == 0 {
+        // Only a lost (or undecodable) record can leave an entry we never heard of: an
+        // acquisition the map could not hold was not sent either.
+        let unknown_entries =
+            self.probes.counters().map_or(1, |c| c.events_lost) + self.stats.bad_records > 0;
+        let entries: Vec<(u32, FdEntry)> = if unknown_entries {
+            if self.scan.is_none() {
+                // One walk of the whole map for every process aligned in this drain.
+                let mut by_pid: HashMap<u32, Vec<(u32, FdEntry)>> = HashMap::new();
+                if let Ok(map) = self.probes.open_fds() {
+                    for (k, e) in map.iter().filter_map(|r| r.ok()) {
+                        by_pid.entry(k.tgid).or_default().push((k.fd, e));
+                    }
+                }
+                self.scan = Some(by_pid);
+            }
+            self.scan
+                .as_mut()
+                .and_then(|s| s.remove(&pid))
+                .unwrap_or_default()
+        } else {
+            let held: Vec<u32> = self
+                .acct
+                .process(pid)
+                .map(|p| p.open.keys().copied().collect())
+                .unwrap_or_default();
+            let Ok(map) = self.probes.open_fds() else {
+                return Vec::new();
+            };
             held.into_iter()
                 .filter_map(|fd| map.get(&FdKey { tgid: pid, fd }, 0).ok().map(|e| (fd, e)))
-                .collect()
-        } else {
-            map.iter()
-                .filter_map(|r| r.ok())
-                .filter(|(k, _)| k.tgid == pid)
-                .map(|(k, e)| (k.fd, e))
                 .collect()
         };
         // Descriptors from outside the traced tree are the kernel's bookkeeping only.
