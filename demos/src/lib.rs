@@ -32,6 +32,11 @@ impl DemoArgs {
     }
 }
 
+/// Blocks until a line (or end of file) arrives on stdin: the go signal of `--wait`.
+pub fn wait_for_line() -> io::Result<()> {
+    io::stdin().read_line(&mut String::new()).map(drop)
+}
+
 /// Descriptors this process has open now.
 pub fn open_fds() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count())

@@ -130,9 +130,10 @@ impl Session {
             }
             (Target::Watch { pids, .. }, _) => {
                 for &pid in *pids {
-                    collector
+                    let held = collector
                         .attach(pid)
                         .with_context(|| format!("attaching to pid {pid}"))?;
+                    eprintln!("tracer: attached to pid {pid}, {held} descriptors open");
                 }
             }
             _ => {}

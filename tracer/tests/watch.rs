@@ -2,17 +2,31 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{demo, frame, leak_line, require_root, run_with_timeout, tracer};
+use common::{demo, frame, leak_line, require_root, run_watching_stderr, run_with_timeout, tracer};
 use serde_json::Value;
 
 /// A demo process, killed when the test ends.
 struct Demo(Child);
+
+impl Demo {
+    /// What lets a `--wait` demo start once tracer has attached.
+    fn go_signal(&mut self) -> impl FnMut(&str) + Send + 'static {
+        let mut stdin = self.0.stdin.take();
+        move |line| {
+            if line.starts_with("tracer: attached to pid")
+                && let Some(mut s) = stdin.take()
+            {
+                s.write_all(b"go\n").expect("demo stdin");
+            }
+        }
+    }
+}
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -25,6 +39,7 @@ impl Drop for Demo {
 fn start(name: &str, args: &[&str], ready: Option<&str>) -> Demo {
     let mut child = Command::new(demo(name))
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -48,13 +63,22 @@ fn start(name: &str, args: &[&str], ready: Option<&str>) -> Demo {
 
 /// Runs `tracer ARGS --json FILE`; returns the report, tracer's stdout, and how long it took.
 fn watch(args: &[String]) -> (Value, String, Duration) {
+    watch_then(args, |_| {})
+}
+
+/// [`watch`], with `on_stderr` seeing tracer's stderr lines as they come.
+fn watch_then(
+    args: &[String],
+    on_stderr: impl FnMut(&str) + Send + 'static,
+) -> (Value, String, Duration) {
     require_root();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("report.json");
     let started = Instant::now();
-    let out = run_with_timeout(
+    let out = run_watching_stderr(
         Command::new(tracer()).args(args).arg("--json").arg(&json),
         Duration::from_secs(60),
+        on_stderr,
     );
     let took = started.elapsed();
     assert_eq!(
@@ -155,20 +179,16 @@ fn attach_sees_pre_existing_then_a_growing_suspect() {
 
 #[test]
 fn close_wait_sockets_are_counted_per_site() {
-    let d = start(
+    let mut d = start(
         "close-wait",
-        &["--count", "7", "--delay", "1.5", "--hold", "10"],
+        &["--count", "7", "--wait", "--hold", "10"],
         None,
     );
     let pid = d.0.id();
-    let (report, _, _) = watch(&strs(&[
-        "-p",
-        &pid.to_string(),
-        "--interval",
-        "1",
-        "--duration",
-        "5",
-    ]));
+    let (report, _, _) = watch_then(
+        &strs(&["-p", &pid.to_string(), "--interval", "1", "--duration", "5"]),
+        d.go_signal(),
+    );
     let p = process(&report, pid);
     let g = p["leaks"]
         .as_array()
@@ -190,22 +210,25 @@ fn close_wait_sockets_are_counted_per_site() {
 fn emfile_is_reported_with_its_call_site_and_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("emfile.json");
-    let d = start(
+    let mut d = start(
         "emfile",
-        &["--retries", "12", "--delay", "1.5", "--hold", "10"],
+        &["--retries", "12", "--wait", "--hold", "10"],
         None,
     );
     let pid = d.0.id();
-    let (report, _, _) = watch(&[
-        "--pid".into(),
-        pid.to_string(),
-        "--interval".into(),
-        "1".into(),
-        "--duration".into(),
-        "4".into(),
-        "--on-emfile".into(),
-        snapshot.display().to_string(),
-    ]);
+    let (report, _, _) = watch_then(
+        &[
+            "--pid".into(),
+            pid.to_string(),
+            "--interval".into(),
+            "1".into(),
+            "--duration".into(),
+            "4".into(),
+            "--on-emfile".into(),
+            snapshot.display().to_string(),
+        ],
+        d.go_signal(),
+    );
     for r in [
         &report,
         &common::report_json(&std::fs::read(&snapshot).expect("--on-emfile file")),
@@ -226,20 +249,23 @@ fn emfile_is_reported_with_its_call_site_and_snapshot() {
 
 #[test]
 fn ends_when_the_target_exits_with_its_report() {
-    let d = start(
+    let mut d = start(
         "close-wait",
-        &["--count", "3", "--delay", "1", "--hold", "1"],
+        &["--count", "3", "--wait", "--hold", "1"],
         None,
     );
     let pid = d.0.id();
-    let (report, _, took) = watch(&strs(&[
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        "1",
-        "--duration",
-        "30",
-    ]));
+    let (report, _, took) = watch_then(
+        &strs(&[
+            "--pid",
+            &pid.to_string(),
+            "--interval",
+            "1",
+            "--duration",
+            "30",
+        ]),
+        d.go_signal(),
+    );
     assert!(
         took < Duration::from_secs(15),
         "did not stop when the target exited: {took:?}"

@@ -15,9 +15,9 @@ struct Args {
     /// Connections kept.
     #[arg(long, default_value_t = 20)]
     count: usize,
-    /// Seconds to wait before starting (to attach a tracer).
-    #[arg(long, default_value_t = 0.0)]
-    delay: f64,
+    /// Wait for a line on stdin before starting (to attach a tracer first).
+    #[arg(long)]
+    wait: bool,
     /// Seconds to hold the connections before exiting.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
@@ -46,7 +46,9 @@ fn fetch(addr: std::net::SocketAddr, kept: &mut Vec<TcpStream>) -> io::Result<St
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    std::thread::sleep(Duration::from_secs_f64(args.delay));
+    if args.wait {
+        demos::wait_for_line()?;
+    }
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || serve(listener));

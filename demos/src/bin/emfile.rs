@@ -14,9 +14,9 @@ struct Args {
     /// Failed opens (EMFILE) before giving up.
     #[arg(long, default_value_t = 12)]
     retries: usize,
-    /// Seconds to wait before starting (to attach a tracer).
-    #[arg(long, default_value_t = 0.0)]
-    delay: f64,
+    /// Wait for a line on stdin before starting (to attach a tracer first).
+    #[arg(long)]
+    wait: bool,
     /// Seconds to stay alive afterwards.
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
@@ -31,7 +31,9 @@ fn cache_open(path: &Path, cache: &mut Vec<File>) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    std::thread::sleep(std::time::Duration::from_secs_f64(args.delay));
+    if args.wait {
+        demos::wait_for_line()?;
+    }
     let lim = libc::rlimit {
         rlim_cur: args.limit,
         rlim_max: args.limit,

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::{
-    io::Read as _,
+    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     thread,
@@ -89,6 +89,15 @@ pub fn require_root() {
 
 /// Runs a command, killing it after `limit`.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    run_watching_stderr(cmd, limit, |_| {})
+}
+
+/// Runs a command, killing it after `limit`; `on_line` sees each line of its stderr as it comes.
+pub fn run_watching_stderr(
+    cmd: &mut Command,
+    limit: Duration,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,7 +112,12 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     });
     let reader_err = thread::spawn(move || {
         let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
+        let mut lines = BufReader::new(&mut err);
+        let mut line = Vec::new();
+        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            on_line(&String::from_utf8_lossy(&line));
+            v.append(&mut line);
+        }
         v
     });
     let start = Instant::now();
