@@ -1,5 +1,6 @@
-//! After tracer exits, none of its eBPF programs remain in the kernel. (Its own test binary:
-//! cargo runs test binaries one at a time, so no other tracer is running meanwhile.)
+//! Moments after tracer exits, none of its eBPF programs remain in the kernel (the syscall
+//! tracepoints are detached by a short-lived child, off tracer's exit path). Its own test
+//! binary: cargo runs test binaries one at a time, so no other tracer is running meanwhile.
 mod common;
 
 use std::{process::Command, thread, time::Duration};

@@ -71,23 +71,64 @@ pub struct Probes {
     ebpf: Ebpf,
     lost_coverage: Vec<String>,
     traced_bits: TracedBits,
+    /// Go binaries probed (the next `GO_BINARIES` slot), or why Go probes cannot load.
+    go_binaries: Result<u32, String>,
     /// The syscall tracepoint links, detached together when dropped (see [`Detach`]).
     _syscall_links: Detach,
 }
 
-/// Links detached in parallel. Detaching a syscall tracepoint waits for an RCU grace period
-/// (about 70 ms here); one after the other, tracer's fifty would take seconds to exit, while
-/// concurrent waits share their grace periods.
+/// The syscall tracepoint links. Detaching each waits for an RCU grace period under the
+/// kernel's global trace-event mutex (about 40 ms here, one after the other): tracer's fifty
+/// would hold its exit, and the command's exit code, for two seconds. A child process takes
+/// over that wait: it inherits the links, the parent's own references then go at once, and the
+/// child's exit does the detaching in the background (the programs are gone a moment later).
 struct Detach(Vec<aya::programs::trace_point::TracePointLink>);
 
 impl Drop for Detach {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.0);
-        std::thread::scope(|s| {
-            for link in links {
-                s.spawn(move || drop(link));
+        if links.is_empty() {
+            return;
+        }
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return drop(links);
+        }
+        let [read_end, write_end] = fds;
+        // SAFETY: the child only calls async-signal-safe functions (close, read, _exit) before
+        // exiting, as required after fork in a multithreaded process.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                // Not holding the caller's pipes (its output ends when tracer exits).
+                for fd in 0..=2 {
+                    libc::close(fd);
+                }
+                libc::close(write_end);
+                // Until the parent has let go of its references (it closes the pipe).
+                let mut byte = 0u8;
+                while libc::read(read_end, (&raw mut byte).cast(), 1) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
+                libc::_exit(0)
+            },
+            pid => {
+                // SAFETY: closing our end of the pipe we created.
+                unsafe { libc::close(read_end) };
+                if pid < 0 {
+                    // No child: detach here, in parallel (the waits overlap a little).
+                    std::thread::scope(|s| {
+                        for link in links {
+                            s.spawn(move || drop(link));
+                        }
+                    });
+                } else {
+                    drop(links);
+                }
+                // SAFETY: closing our end of the pipe: the child may go.
+                unsafe { libc::close(write_end) };
             }
-        });
+        }
     }
 }
 
