@@ -21,6 +21,8 @@ fn a_million_descriptors_keep_tracer_bounded_and_drops_counted() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
+    // Reaped by wait4 below, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(tracer())
         .args(["run", "--json"])
         .arg(&json)
