@@ -62,6 +62,20 @@ pub mod event {
     pub const SOCK_STATE: u32 = 7;
     /// [`super::IoCompleteEvent`].
     pub const IO_COMPLETE: u32 = 8;
+    /// [`super::TaskExitEvent`].
+    pub const TASK_EXIT: u32 = 9;
+    /// [`super::GoSpawnEvent`].
+    pub const GO_SPAWN: u32 = 10;
+    /// [`super::PyFramesEvent`].
+    pub const PY_FRAMES: u32 = 11;
+    /// [`super::PyCodeEvent`].
+    pub const PY_CODE: u32 = 12;
+}
+
+/// Kinds of tasks ([`TaskExitEvent::kind`]): threads and goroutines followed as resources.
+pub mod task {
+    pub const THREAD: u32 = 1;
+    pub const GOROUTINE: u32 = 2;
 }
 
 /// How a descriptor was released ([`ReleaseEvent::how`]).
@@ -257,6 +271,11 @@ pub struct AcquireEvent {
     pub errno: u32,
     /// The socket (`struct sock *`) behind `fd` for sockets, else 0.
     pub sk: u64,
+    /// The Go goroutine that acquired it (0: not Go, or not known).
+    pub goid: u64,
+    /// The [`PyFramesEvent::token`] of the acquiring thread's Python stack, sent just before
+    /// (0: none).
+    pub py_stack: u64,
     /// Path (open*, creat), name (memfd_create) or peer sockaddr (accept*).
     pub name: [u8; NAME_MAX],
 }
@@ -387,6 +406,140 @@ pub struct IoCompleteEvent {
     pub syscall: u16,
     /// More completions will follow (multishot accept).
     pub more: u32,
+}
+
+/// A thread (or, from Go's runtime, a goroutine) of a traced process ended. Threads started
+/// are [`AcquireEvent`]s of `syscall::THREAD` (with the creating stack); goroutines started are
+/// [`GoSpawnEvent`]s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct TaskExitEvent {
+    pub header: EventHeader,
+    /// Thread id, or goroutine id.
+    pub id: u64,
+    /// [`task`] kind.
+    pub kind: u32,
+    /// It ended because its process was exiting (it was still alive at the process's exit).
+    pub group_exit: u32,
+}
+
+/// Go binaries probed at once (the `GO_BINARIES` map).
+pub const GO_BINARIES: u32 = 256;
+
+/// Most frames of a goroutine creator's stack kept.
+pub const GO_FRAMES: usize = 32;
+
+/// A goroutine was created (a uprobe at the return of `runtime.newproc1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct GoSpawnEvent {
+    pub header: EventHeader,
+    pub goid: u64,
+    /// The goroutine whose `go` statement created it (0: the runtime, a timer, C code).
+    pub parent_goid: u64,
+    /// Return addresses of the creator's stack at the `go` statement, innermost first (frame
+    /// pointers: Go keeps them).
+    pub pcs: [u64; GO_FRAMES],
+    pub n: u32,
+    pub _pad: u32,
+}
+
+/// Where a Go binary keeps what the kernel reads (from its ELF symbols and DWARF): by uprobe
+/// cookie in the `GO_BINARIES` map, by process in `GO_PROCS`. `tls_g` 0: an empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GoLayout {
+    /// The current g is at `fs_base + tls_g` (negative).
+    pub tls_g: i64,
+    /// Offsets in `runtime.g`: `goid`, `m`, `sched` + `gobuf.bp`, `parentGoid` (0: none, Go
+    /// before 1.21).
+    pub g_goid: u32,
+    pub g_m: u32,
+    pub g_sched_bp: u32,
+    pub g_parent_goid: u32,
+    /// Offsets in `runtime.m`: `g0`, `curg`.
+    pub m_g0: u32,
+    pub m_curg: u32,
+}
+
+/// Most Python frames kept per acquisition.
+pub const PY_FRAMES: usize = 32;
+
+/// One Python frame: its code object and the index of its current instruction (code units).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PyFrame {
+    pub code: u64,
+    pub instr: i64,
+}
+
+/// The Python stack of the acquisition with the same `seq`, innermost first (sent just before
+/// it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct PyFramesEvent {
+    pub header: EventHeader,
+    /// Names this stack for the acquisitions that follow it ([`AcquireEvent::py_stack`]).
+    pub token: u64,
+    pub tid: u32,
+    pub n: u32,
+    pub frames: [PyFrame; PY_FRAMES],
+}
+
+/// Bytes kept of a code object's strings and line table.
+pub const PY_NAME_MAX: usize = 128;
+pub const PY_FILE_MAX: usize = 256;
+pub const PY_LINETABLE_MAX: usize = 2048;
+
+/// A Python code object, the first time a process's stack shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct PyCodeEvent {
+    pub header: EventHeader,
+    pub code: u64,
+    pub firstlineno: i32,
+    /// Bytes in use of each field; the strings' `state` bits (kind, compact, ascii).
+    pub name_len: u32,
+    pub file_len: u32,
+    pub linetable_len: u32,
+    pub name_state: u32,
+    pub file_state: u32,
+    pub qualname: [u8; PY_NAME_MAX],
+    pub filename: [u8; PY_FILE_MAX],
+    pub linetable: [u8; PY_LINETABLE_MAX],
+}
+
+/// Where a CPython interpreter keeps what the kernel reads, by process: the `PY_PROCS` map.
+/// Offsets per minor version (see `tracer::python`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PyLayout {
+    /// Address of `_PyRuntime` in the process.
+    pub runtime: u64,
+    pub interpreters_head: u32,
+    pub interp_next: u32,
+    pub interp_threads_head: u32,
+    pub tstate_next: u32,
+    pub tstate_native_thread_id: u32,
+    /// 3.11/3.12: `tstate.cframe` then `_PyCFrame.current_frame`; 3.13: `current_frame` in
+    /// the thread state (`cframe_current_frame` is then `u32::MAX`).
+    pub tstate_cframe: u32,
+    pub cframe_current_frame: u32,
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    pub frame_instr: u32,
+    pub frame_owner: u32,
+    pub code_firstlineno: u32,
+    pub code_filename: u32,
+    pub code_qualname: u32,
+    pub code_linetable: u32,
+    pub code_adaptive: u32,
+    pub unicode_state: u32,
+    pub unicode_length: u32,
+    pub unicode_ascii_data: u32,
+    pub unicode_compact_data: u32,
+    pub bytes_size: u32,
+    pub bytes_data: u32,
 }
 
 /// Value of the `PASSED` map: who sent a file over a unix socket.
@@ -563,6 +716,10 @@ pub struct KernelOffsets {
     pub cqe_user_data: u32,
     pub cqe_res: u32,
     pub cqe_flags: u32,
+    /// `task_struct.thread.fsbase`: a thread's TLS base (Go's g, Python's thread state).
+    pub task_fsbase: u32,
+    /// `signal_struct.flags` (SIGNAL_GROUP_EXIT: the process is exiting).
+    pub signal_flags: u32,
 }
 
 /// Read-only configuration written into the eBPF object before it is loaded.
@@ -609,4 +766,6 @@ mod pod {
     unsafe impl aya::Pod for Passed {}
     unsafe impl aya::Pod for IoReq {}
     unsafe impl aya::Pod for super::syscall::Shape {}
+    unsafe impl aya::Pod for GoLayout {}
+    unsafe impl aya::Pod for PyLayout {}
 }

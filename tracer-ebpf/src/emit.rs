@@ -120,6 +120,8 @@ pub struct Acquisition {
     pub ino: [u64; 2],
     pub ts_ns: u64,
     pub name_src: NameSrc,
+    /// Token of the Python stack sent for this syscall (0: none).
+    pub py_stack: u64,
 }
 
 impl Acquisition {
@@ -141,6 +143,7 @@ impl Acquisition {
             ino: [0, 0],
             ts_ns: now_ns(),
             name_src: NameSrc::NONE,
+            py_stack: 0,
         }
     }
 
@@ -164,7 +167,13 @@ impl Acquisition {
 /// Reserves an [`AcquireEvent`] with room for `N` stack bytes, fills it (copying `want` bytes of
 /// stack when it is not recognized: `memo_site` 0) and submits it.
 #[inline(never)]
-pub fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u64, memo_site: u32) {
+pub fn emit_acquire<const N: usize>(
+    acq: &Acquisition,
+    regs: &UserRegs,
+    want: u64,
+    memo_site: u32,
+    goid: u64,
+) {
     const HDR: usize = size_of::<AcquireEvent>();
     let Some(mut rec) = EVENTS.reserve_bytes(HDR + N, 0) else {
         bump(counter::EVENTS_LOST, 1);
@@ -192,6 +201,8 @@ pub fn emit_acquire<const N: usize>(acq: &Acquisition, regs: &UserRegs, want: u6
         (*ev).memo_site = memo_site;
         (*ev).errno = acq.errno;
         (*ev).sk = acq.sk;
+        (*ev).goid = goid;
+        (*ev).py_stack = acq.py_stack;
         (*ev).name_len = read_name(addr_of_mut!((*ev).name).cast(), acq.name_src);
         (*ev).stack_len = record_stack(base.add(HDR), stack_len_for::<N>(want), acq.tid, regs);
         (*ev).stack_len > 0

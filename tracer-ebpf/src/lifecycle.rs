@@ -12,9 +12,12 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    ExecEvent, ExitEvent, FdEntry, FdKey, ForkEvent, MAX_LOOP_SLOTS, NAME_MAX, ProcState, counter,
-    event, fd_flag, proc_flag, release,
+    ExecEvent, ExitEvent, FdEntry, FdKey, ForkEvent, MAX_LOOP_SLOTS, NAME_MAX, ProcState,
+    TaskExitEvent, counter, event, fd_flag, proc_flag, release, task,
 };
+
+/// `signal_struct.flags`: the process is exiting (exit_group, a fatal signal).
+const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
 use crate::{
     account::release_fd,
@@ -22,7 +25,7 @@ use crate::{
     fdtable::{OpenBits, current_fdt, fd_file, max_fds, task_fdt},
     filter::{selected, set_registered},
     kmem::{bump, kread},
-    maps::{EXEC_FDS, OPEN_FDS, TRACED, off, system_wide},
+    maps::{EXEC_FDS, GO_PROCS, OPEN_FDS, PY_PROCS, TRACED, off, system_wide},
     verify::verify,
 };
 
@@ -192,6 +195,13 @@ extern "C" fn exec_step(fd: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// The process's image is gone: so are its Go and Python layouts.
+#[inline(always)]
+fn forget_runtime(tgid: u32) {
+    let _ = GO_PROCS.remove(&tgid);
+    let _ = PY_PROCS.remove(&tgid);
+}
+
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -203,6 +213,7 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     // SAFETY: copy out of a valid map value.
     let before = unsafe { EXEC_FDS.get(&old_tid) }.copied().unwrap_or(0);
     let _ = EXEC_FDS.remove(&old_tid);
+    forget_runtime(tgid);
     let fdt = current_fdt().unwrap_or(0);
     let size = max_fds(fdt).unwrap_or(0);
     // Traced without registration: selected system-wide.
@@ -245,14 +256,31 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let task = unsafe { bpf_get_current_task() };
     // The group is dead once signal->live dropped to zero (it is decremented before this
     // tracepoint); earlier threads' exits are not process exits.
-    let live: i32 = kread::<u64>(task, off!(task_signal))
-        .and_then(|signal| kread(signal, off!(signal_live)))
-        .unwrap_or(0);
+    let signal = kread::<u64>(task, off!(task_signal)).unwrap_or(0);
+    let live: i32 = kread(signal, off!(signal_live)).unwrap_or(0);
     if live != 0 {
+        // A thread ended: alive at the exit if the whole process is exiting.
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let flags: u32 = kread(signal, off!(signal_flags)).unwrap_or(0);
+        emit::<TaskExitEvent>(
+            |ev| {
+                // SAFETY: `ev` is the reserved record.
+                unsafe {
+                    ev.write(TaskExitEvent {
+                        header: header(event::TASK_EXIT, tgid),
+                        id: tid as u64,
+                        kind: task::THREAD,
+                        group_exit: (flags & SIGNAL_GROUP_EXIT != 0) as u32,
+                    })
+                }
+            },
+            wakeup_flags(),
+        );
         return 0;
     }
     let status: u32 = kread(task, off!(task_exit_code)).unwrap_or(0);
     let _ = TRACED.remove(&tgid);
+    forget_runtime(tgid);
     set_registered(tgid, false);
     // The table is still intact here (files are released after this tracepoint): compare it
     // with the accounting.

@@ -9,6 +9,8 @@
 //!   descriptors, release close-on-exec ones, and [`verify`] each table at exit.
 //! * [`io_uring`]: `io_submit` / `io_complete`, requests that create or close descriptors.
 //! * [`sock`]: `sock_state`, the TCP state of tracked sockets.
+//! * [`go`]: `go_spawn`, `go_exit`, uprobes on the Go runtime: which goroutine created which.
+//! * [`python`]: the CPython stack of each acquisition in a Python process.
 //!
 //! Only processes passing [`filter`] are accounted; everything else returns after one array
 //! load. Records go to userspace through [`emit`], with the user stack from [`stack`] (or the
@@ -25,11 +27,13 @@ mod doctor;
 mod emit;
 mod fdtable;
 mod filter;
+mod go;
 mod io_uring;
 mod kmem;
 mod lifecycle;
 mod maps;
 mod memo;
+mod python;
 mod scm_rights;
 mod sock;
 mod stack;

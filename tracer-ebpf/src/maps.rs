@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, IoReq, MAX_PROCS, MemoKey, MemoSig, Passed, ProcState, SockOwner,
-    TRACED_WORDS, syscall::Shape,
+    Config, FdEntry, FdKey, GoLayout, IoReq, MAX_PROCS, MemoKey, MemoSig, Passed, ProcState,
+    PyFramesEvent, PyLayout, SockOwner, TRACED_WORDS, syscall::Shape,
 };
 
 /// Written by userspace before load (kernel offsets, stack size, filters).
@@ -115,6 +115,30 @@ pub static RIGHTS_SCRATCH: PerCpuArray<[i32; crate::scm_rights::SCRATCH_LEN]> =
 #[map]
 pub static VERIFY_SCRATCH: PerCpuArray<crate::verify::Verified> =
     PerCpuArray::with_max_entries(1, 0);
+
+/// Go binaries with probes attached, by uprobe cookie: their layouts (written by userspace).
+#[map]
+pub static GO_BINARIES: Array<GoLayout> = Array::with_max_entries(tracer_common::GO_BINARIES, 0);
+
+/// Go processes: where their runtime keeps the current goroutine (from their binary).
+#[map]
+pub static GO_PROCS: HashMap<u32, GoLayout> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// CPython processes: where their interpreter keeps its threads and frames.
+#[map]
+pub static PY_PROCS: HashMap<u32, PyLayout> = HashMap::with_max_entries(MAX_PROCS, 0);
+
+/// Python code objects already described, by (process, code object).
+#[map]
+pub static PY_SEEN: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// The Python thread state of a thread, by thread id.
+#[map]
+pub static PY_TSTATE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch of a Python stack being read.
+#[map]
+pub static PY_FRAMES_SCRATCH: PerCpuArray<PyFramesEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Records for userspace. Sized by userspace.
 #[map]

@@ -119,6 +119,8 @@ struct RightsLoop {
     fdt: u64,
     /// The receiving syscall.
     sys: u64,
+    /// Token of the receiver's Python stack (0: none).
+    py_stack: u64,
 }
 
 /// The `i`th collected SCM_RIGHTS descriptor.
@@ -193,6 +195,7 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
     acq.src_seq = sender.seq;
     // The sender: pid, and its descriptor number.
     acq.arg = sender.tgid as u64 | (sender.fd as u64) << 32;
+    acq.py_stack = l.py_stack;
     send_acquire(&acq, &l.regs);
     0
 }
@@ -207,6 +210,7 @@ pub fn rights(
     args: &[u64; 6],
     ret: i64,
     regs: &UserRegs,
+    py_stack: u64,
 ) {
     let (msgs, stride) = if mmsg {
         (ret as u64, MMSGHDR_SIZE)
@@ -222,6 +226,7 @@ pub fn rights(
         regs: *regs,
         fdt: current_fdt().unwrap_or(0),
         sys: sys as u64,
+        py_stack,
     };
     let step = if receive {
         received_step as *mut c_void

@@ -11,6 +11,7 @@ use tracer_common::{STACK_CLASSES, UserRegs, counter};
 
 use crate::{
     emit::{Acquisition, emit_acquire},
+    go,
     kmem::{bump, kread},
     maps::{CONFIG, STACK_VMA, config_u32, off},
     memo::memo_site,
@@ -124,15 +125,19 @@ pub unsafe fn record_stack(dst: *mut u8, len: usize, tid: u32, regs: &UserRegs) 
     0
 }
 
-/// Sends an acquisition with its call site: recognized by the memo, or a copy of the stack.
+/// Sends an acquisition with its call site: recognized by the memo, or a copy of the stack;
+/// for Go, with the acquiring goroutine.
 #[inline(never)]
 pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     let regs = *regs;
+    // SAFETY: helper returning the current task's BTF pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let goid = go::current_goid(acq.tgid, task);
     let stack_max = config_u32(addr_of!(CONFIG.stack_max));
     if stack_max != 0 {
         let site = memo_site(acq.tgid, &regs);
         if site != 0 {
-            emit_acquire::<0>(acq, &regs, 0, site);
+            emit_acquire::<0>(acq, &regs, 0, site, goid);
             return;
         }
     }
@@ -150,20 +155,20 @@ pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     }
     // One record size per class: reservations must have a size known to the verifier.
     if want == 0 {
-        emit_acquire::<0>(acq, &regs, 0, 0);
+        emit_acquire::<0>(acq, &regs, 0, 0, goid);
     } else if want <= STACK_CLASSES[0] as u64 {
-        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[1] as u64 {
-        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[2] as u64 {
-        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[3] as u64 {
-        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[4] as u64 {
-        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[5] as u64 {
-        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want, 0, goid);
     } else {
-        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want, 0);
+        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want, 0, goid);
     }
 }

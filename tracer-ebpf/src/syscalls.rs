@@ -30,6 +30,7 @@ use crate::{
     filter::{registered, traced},
     kmem::{bump, next_seq, uread},
     maps::{EXEC_FDS, SYSCALLS, system_wide},
+    python,
     scm_rights::rights,
     sock::{sockaddr, track_socket},
     stack::send_acquire,
@@ -41,6 +42,7 @@ const EMFILE: i64 = 24;
 const ENFILE: i64 = 23;
 const AT_FDCWD: i32 = -100;
 const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_THREAD: u64 = 0x10000;
 
 /// Offsets in `struct syscall_trace_enter` / `syscall_trace_exit` (the tracepoints' records).
 /// A program may not read past the end of the shortest record it is attached to: the first
@@ -167,12 +169,14 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
                 && !OpenBits::new(fdt).is_open(fd as u32)
             {
                 bump(counter::BAD_CLOSE, 1);
+                let py_stack = python::send_stack(tgid, pid_tgid as u32);
                 failed(
                     pid_tgid,
                     shape.id,
                     EBADF as u32,
                     fd,
                     &user_regs(user_pt_regs()),
+                    py_stack,
                 );
             }
         }
@@ -204,8 +208,9 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ret: i64 = tp_word(&ctx, TP_RET);
+    let py_stack = python_stack(shape, pid_tgid, ret);
     match shape.role {
-        role::ACQUIRE => acquire_exit(shape, pid_tgid, ret),
+        role::ACQUIRE => acquire_exit(shape, pid_tgid, ret, py_stack),
         role::SEND_RIGHTS | role::RECV_RIGHTS if ret >= 0 => {
             let regs = user_pt_regs();
             let mmsg = shape.id == tracer_common::syscall::SENDMMSG
@@ -218,6 +223,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
                 &args_from(regs),
                 ret,
                 &user_regs(regs),
+                py_stack,
             );
         }
         role::SOCKADDR if ret >= 0 || ret == -EINPROGRESS => {
@@ -226,6 +232,26 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         _ => {}
     }
     0
+}
+
+/// In a CPython process, for a syscall exit that will send acquisitions: sends the thread's
+/// Python stack and returns its token (0: none). Called from one place, before the paths of the
+/// syscalls part: the stack walk is verified once, not along every acquisition path.
+#[inline(never)]
+fn python_stack(shape: &Shape, pid_tgid: u64, ret: i64) -> u64 {
+    let acquires = match shape.role {
+        role::ACQUIRE => {
+            ret == -EMFILE
+                || ret == -ENFILE
+                || (ret >= 0 && guard_passes(shape, &args_from(user_pt_regs())))
+        }
+        role::RECV_RIGHTS => ret > 0,
+        _ => false,
+    };
+    if !acquires {
+        return 0;
+    }
+    python::send_stack((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
 /// Whether the arguments make this call one that creates a descriptor.
@@ -243,7 +269,7 @@ fn guard_passes(shape: &Shape, a: &[u64; 6]) -> bool {
 
 /// The exit of an acquiring syscall that returned `ret`.
 #[inline(always)]
-fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64) {
+fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64, py_stack: u64) {
     let limit_hit = ret == -EMFILE || ret == -ENFILE;
     if ret < 0 && !limit_hit {
         return;
@@ -253,12 +279,21 @@ fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64) {
     let regs = user_regs(regs_ptr);
     if limit_hit {
         bump(counter::EMFILE, 1);
-        failed(pid_tgid, shape.id, -ret as u32, -1, &regs);
+        failed(pid_tgid, shape.id, -ret as u32, -1, &regs, py_stack);
         return;
     }
     let a = args_from(regs_ptr);
     if !guard_passes(shape, &a) {
         return;
+    }
+    // In the parent, a thread started: a task of its own (the child returns 0).
+    let clone_flags = match shape.fd_from {
+        fd_from::CLONE_PIDFD => a[0],
+        fd_from::CLONE3_PIDFD => uread::<u64>(a[0]).unwrap_or(0),
+        _ => 0,
+    };
+    if ret > 0 && clone_flags & CLONE_THREAD != 0 {
+        thread_started(pid_tgid, ret as u32, &regs, py_stack);
     }
     let (fd, fd2) = match shape.fd_from {
         fd_from::PAIR => user_fd_pair(arg(&a, shape.fd_arg)),
@@ -275,7 +310,7 @@ fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64) {
         fd_from::RET => (ret as i32, -1),
         _ => (-1, -1),
     };
-    acquire(shape, pid_tgid, task, &a, fd, fd2, &regs);
+    acquire(shape, pid_tgid, task, &a, (fd, fd2), &regs, py_stack);
 }
 
 /// Reads the two descriptors a pipe()/socketpair() wrote to user memory.
@@ -295,9 +330,9 @@ fn acquire(
     pid_tgid: u64,
     task: u64,
     a: &[u64; 6],
-    fd: i32,
-    fd2: i32,
+    (fd, fd2): (i32, i32),
     regs: &UserRegs,
+    py_stack: u64,
 ) {
     if fd < 0 {
         return;
@@ -315,6 +350,7 @@ fn acquire(
     };
     let mut acq = Acquisition::new(pid_tgid, shape.id, fd, next_seq());
     acq.fd2 = fd2;
+    acq.py_stack = py_stack;
     acq.src_seq = seq_of(tgid, src_fd);
     let fdt = task_fdt(task).unwrap_or(0);
     let file = fd_file(fdt, fd);
@@ -371,12 +407,22 @@ fn acquire(
     send_acquire(&acq, regs);
 }
 
+/// A thread `tid` started by the current one: sent with the starting stack.
+#[inline(never)]
+fn thread_started(pid_tgid: u64, tid: u32, regs: &UserRegs, py_stack: u64) {
+    let mut acq = Acquisition::new(pid_tgid, tracer_common::syscall::THREAD, -1, 0);
+    acq.arg = tid as u64;
+    acq.py_stack = py_stack;
+    send_acquire(&acq, regs);
+}
+
 /// A call that failed: an acquisition on a descriptor limit, or a close of descriptor `fd`
 /// that was not open. Sent with its stack.
-#[inline(never)]
-fn failed(pid_tgid: u64, sys: u16, errno: u32, fd: i32, regs: &UserRegs) {
+#[inline(always)]
+fn failed(pid_tgid: u64, sys: u16, errno: u32, fd: i32, regs: &UserRegs, py_stack: u64) {
     let mut acq = Acquisition::new(pid_tgid, sys, -1, 0);
     acq.errno = errno;
+    acq.py_stack = py_stack;
     acq.arg = fd as u32 as u64;
     send_acquire(&acq, regs);
 }

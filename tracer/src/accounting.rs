@@ -22,11 +22,93 @@ use crate::{
 /// Interned call site (an unwound stack), see `collector::Sites`.
 pub type SiteId = u32;
 
-/// What descriptors are grouped by: the call site, and the syscall for stacks that are missing.
+/// Interned goroutine ancestry: which stacks created the goroutine (see [`Chain`]).
+pub type ChainId = u32;
+
+/// What descriptors are grouped by: the call site, the syscall for stacks that are missing,
+/// and for Go the ancestry of the goroutine that acquired them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey {
     pub site: Option<SiteId>,
     pub syscall: u16,
+    pub chain: Option<ChainId>,
+}
+
+/// One link of a goroutine's ancestry: the stack of the `go` statement that created it, and
+/// the ancestry of the goroutine that ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Chain {
+    pub site: Option<SiteId>,
+    pub parent: Option<ChainId>,
+}
+
+/// Most links kept of an ancestry (older creators are cut).
+const CHAIN_DEPTH: usize = 16;
+
+/// Tasks followed as resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Thread,
+    Goroutine,
+}
+
+/// A task alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveTask {
+    pub key: GroupKey,
+    pub started_ns: u64,
+    /// For a goroutine: its own ancestry (what it acquires is created by it).
+    pub chain: Option<ChainId>,
+}
+
+/// Tasks started at one site of one process.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskSite {
+    pub started: u64,
+    pub ended: u64,
+    /// Alive when the process exited (or exec'd), and the oldest of those's start.
+    pub alive_at_exit: u64,
+    pub oldest_at_exit_ns: Option<u64>,
+    /// Alive counts over time: at most one point per second, the last [`TASK_HISTORY`].
+    pub history: VecDeque<(u64, u64)>,
+}
+
+/// Points kept of a task site's history (two minutes).
+pub const TASK_HISTORY: usize = 120;
+
+impl TaskSite {
+    /// Alive now.
+    pub fn alive(&self) -> u64 {
+        self.started - self.ended - self.alive_at_exit
+    }
+
+    fn note(&mut self, ts_ns: u64) {
+        let alive = self.alive();
+        match self.history.back_mut() {
+            Some(last) if ts_ns / 1_000_000_000 == last.0 / 1_000_000_000 => last.1 = alive,
+            _ => {
+                self.history.push_back((ts_ns, alive));
+                if self.history.len() > TASK_HISTORY {
+                    self.history.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Change of the alive count per minute over the last minute of history before `now_ns`
+    /// (None: less than a second of history).
+    pub fn growth_per_min(&self, now_ns: u64) -> Option<f64> {
+        let &(_, last) = self.history.back()?;
+        let from = now_ns.saturating_sub(60_000_000_000);
+        let &(t0, first) = self
+            .history
+            .iter()
+            .find(|(t, _)| *t >= from)
+            .or(self.history.front())?;
+        let span = now_ns.saturating_sub(t0);
+        (span >= 1_000_000_000).then(|| (last as f64 - first as f64) * 60e9 / span as f64)
+    }
 }
 
 /// One acquiring syscall (one or two descriptors).
@@ -171,9 +253,38 @@ pub struct Process {
     closed: HashSet<u32>,
     /// Accounting checked against the real table.
     pub verify: Option<Verification>,
+    /// Threads and goroutines started, by kind and site.
+    pub tasks: HashMap<(TaskKind, GroupKey), TaskSite>,
+    pub live_tasks: HashMap<(TaskKind, u64), LiveTask>,
 }
 
 impl Process {
+    fn task_end(&mut self, kind: TaskKind, id: u64, ts_ns: u64, at_exit: bool) {
+        let Some(live) = self.live_tasks.remove(&(kind, id)) else {
+            return;
+        };
+        if let Some(site) = self.tasks.get_mut(&(kind, live.key)) {
+            if at_exit {
+                site.alive_at_exit += 1;
+                site.oldest_at_exit_ns = Some(
+                    site.oldest_at_exit_ns
+                        .map_or(live.started_ns, |o| o.min(live.started_ns)),
+                );
+            } else {
+                site.ended += 1;
+            }
+            site.note(ts_ns);
+        }
+    }
+
+    /// Every task still alive dies with the process's image.
+    fn tasks_end_at_exit(&mut self, ts_ns: u64) {
+        let live: Vec<_> = self.live_tasks.keys().copied().collect();
+        for (kind, id) in live {
+            self.task_end(kind, id, ts_ns, true);
+        }
+    }
+
     /// Whether it exited (seen, or found gone at the end).
     pub fn exited(&self) -> bool {
         self.exit_status.is_some() || self.exit_unseen
@@ -257,7 +368,8 @@ pub enum Change {
         child: u32,
         ts_ns: u64,
     },
-    Exec(u32, String),
+    /// A process started another program (pid, path, when).
+    Exec(u32, String, u64),
     Exit {
         pid: u32,
         status: u32,
@@ -278,6 +390,22 @@ pub enum Change {
     },
     /// The file an acquisition opened by path was unlinked.
     Unlinked(u64),
+    /// A thread or goroutine started at `key` (`key.chain`: the creating goroutine's).
+    TaskStart {
+        pid: u32,
+        kind: TaskKind,
+        id: u64,
+        key: GroupKey,
+        ts_ns: u64,
+    },
+    /// A task ended; `at_exit`: because its process was exiting.
+    TaskEnd {
+        pid: u32,
+        kind: TaskKind,
+        id: u64,
+        ts_ns: u64,
+        at_exit: bool,
+    },
 }
 
 impl Change {
@@ -285,7 +413,10 @@ impl Change {
     pub fn ts_ns(&self) -> Option<u64> {
         match self {
             Change::Acquire { acq, .. } => Some(acq.ts_ns),
-            Change::Failure { ts_ns, .. }
+            Change::TaskStart { ts_ns, .. }
+            | Change::TaskEnd { ts_ns, .. }
+            | Change::Exec(_, _, ts_ns)
+            | Change::Failure { ts_ns, .. }
             | Change::Fork { ts_ns, .. }
             | Change::Exit { ts_ns, .. }
             | Change::ExitUnseen { ts_ns, .. } => Some(*ts_ns),
@@ -319,6 +450,9 @@ pub struct Accounting {
     sampled: HashMap<u32, u32>,
     /// Changes not yet taken by [`Accounting::take_changes`] (journaling on).
     journal: Option<Vec<Change>>,
+    /// Goroutine ancestries, interned.
+    chains: Vec<Chain>,
+    chain_index: HashMap<Chain, ChainId>,
 }
 
 impl Accounting {
@@ -379,11 +513,30 @@ impl Accounting {
                 child,
                 ts_ns,
             } => self.fork(parent, child, ts_ns),
-            Change::Exec(pid, exe) => self.exec(pid, exe),
+            Change::Exec(pid, exe, ts_ns) => self.exec(pid, exe, ts_ns),
             Change::Exit { pid, status, ts_ns } => {
                 let p = self.process_mut(pid);
                 p.exit_status = Some(status);
                 p.ended_ns = Some(ts_ns);
+                p.tasks_end_at_exit(ts_ns);
+            }
+            Change::TaskStart {
+                pid,
+                kind,
+                id,
+                key,
+                ts_ns,
+            } => self.task_start(pid, kind, id, key, ts_ns),
+            Change::TaskEnd {
+                pid,
+                kind,
+                id,
+                ts_ns,
+                at_exit,
+            } => {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.task_end(kind, id, ts_ns, at_exit);
+                }
             }
             Change::ExitUnseen { pid, ts_ns } => {
                 let p = self.process_mut(pid);
@@ -398,6 +551,73 @@ impl Accounting {
                 self.samples.push(sample);
             }
         }
+    }
+
+    /// A task started: counted at its site; a goroutine gets its own ancestry.
+    fn task_start(&mut self, pid: u32, kind: TaskKind, id: u64, key: GroupKey, ts_ns: u64) {
+        let chain = match kind {
+            TaskKind::Goroutine => self.intern_chain(Chain {
+                site: key.site,
+                parent: key.chain,
+            }),
+            TaskKind::Thread => key.chain,
+        };
+        let p = self.process_mut(pid);
+        let live = LiveTask {
+            key,
+            started_ns: ts_ns,
+            chain,
+        };
+        if let Some(old) = p.live_tasks.insert((kind, id), live) {
+            // An id reused without its end seen: the old one is gone.
+            if let Some(site) = p.tasks.get_mut(&(kind, old.key)) {
+                site.ended += 1;
+            }
+        }
+        let site = p.tasks.entry((kind, key)).or_default();
+        site.started += 1;
+        site.note(ts_ns);
+    }
+
+    fn intern_chain(&mut self, chain: Chain) -> Option<ChainId> {
+        if chain.site.is_none() && chain.parent.is_none() {
+            return None;
+        }
+        // Ancestries deeper than CHAIN_DEPTH lose their oldest creators.
+        let chain = if self.chain(chain.parent).count() >= CHAIN_DEPTH {
+            let mut links: Vec<Chain> = self.chain(chain.parent).take(CHAIN_DEPTH - 1).collect();
+            links.reverse();
+            let mut parent = None;
+            for l in links {
+                parent = self.intern_chain(Chain { parent, ..l });
+            }
+            Chain { parent, ..chain }
+        } else {
+            chain
+        };
+        if let Some(&id) = self.chain_index.get(&chain) {
+            return Some(id);
+        }
+        let id = self.chains.len() as ChainId;
+        self.chains.push(chain);
+        self.chain_index.insert(chain, id);
+        Some(id)
+    }
+
+    /// The links of an ancestry, the goroutine's own creator first.
+    pub fn chain(&self, id: Option<ChainId>) -> impl Iterator<Item = Chain> + '_ {
+        std::iter::successors(id.and_then(|i| self.chains.get(i as usize)).copied(), |c| {
+            c.parent.and_then(|i| self.chains.get(i as usize)).copied()
+        })
+    }
+
+    /// The ancestry of goroutine `goid` of `pid` (what it acquires was created by it).
+    pub fn goroutine_chain(&self, pid: u32, goid: u64) -> Option<ChainId> {
+        self.procs
+            .get(&pid)?
+            .live_tasks
+            .get(&(TaskKind::Goroutine, goid))?
+            .chain
     }
 
     /// Records what is known of a process's identity.
@@ -603,8 +823,10 @@ impl Accounting {
     }
 
     /// The process now runs `exe`; the descriptors it still holds survived the exec.
-    fn exec(&mut self, pid: u32, exe: String) {
+    fn exec(&mut self, pid: u32, exe: String, ts_ns: u64) {
         let p = self.process_mut(pid);
+        // The old program's threads and goroutines died with it.
+        p.tasks_end_at_exit(ts_ns);
         for h in p.open.values_mut() {
             h.across_exec = true;
         }
@@ -685,6 +907,7 @@ impl Accounting {
                         GroupKey {
                             site: None,
                             syscall: e.syscall,
+                            chain: None,
                         },
                         Kind::Other,
                         Resource::Unknown,
@@ -774,6 +997,7 @@ mod tests {
             GroupKey {
                 site: Some(site),
                 syscall: sys::OPENAT,
+                chain: None,
             },
             Kind::File,
             Resource::Path(format!("/tmp/{site}")),
@@ -814,6 +1038,7 @@ mod tests {
         let key = GroupKey {
             site: Some(7),
             syscall: sys::OPENAT,
+            chain: None,
         };
         assert_eq!(
             p.groups[&key],
@@ -878,6 +1103,7 @@ mod tests {
         let close = GroupKey {
             site: Some(9),
             syscall: sys::CLOSE,
+            chain: None,
         };
         let ebadf = libc::EBADF as u32;
         for (fd, ts_ns) in [(4, 1), (77, 2)] {
@@ -891,7 +1117,7 @@ mod tests {
         }
         let f = a.process(1).unwrap().failures[&(close, ebadf)];
         assert_eq!((f.count, f.double), (2, 1));
-        a.apply(Change::Exec(1, "/bin/helper".into()));
+        a.apply(Change::Exec(1, "/bin/helper".into(), 5));
         assert!(a.process(1).unwrap().open[&3].across_exec);
         a.apply(Change::Fork {
             parent: 1,
@@ -939,6 +1165,7 @@ mod tests {
                 GroupKey {
                     site: None,
                     syscall: sys::SOCKET,
+                    chain: None,
                 },
                 Kind::Socket,
                 Resource::Unknown,
@@ -1009,5 +1236,101 @@ mod tests {
             ..Default::default()
         };
         assert_eq!((k.exit_code(), k.signal()), (None, Some(9)));
+    }
+}
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+    use tracer_common::syscall as sys;
+
+    const S: u64 = 1_000_000_000;
+
+    fn start(a: &mut Accounting, kind: TaskKind, id: u64, site: SiteId, chain: Option<ChainId>) {
+        a.apply(Change::TaskStart {
+            pid: 1,
+            kind,
+            id,
+            key: GroupKey {
+                site: Some(site),
+                syscall: sys::GOROUTINE,
+                chain,
+            },
+            ts_ns: id * S,
+        });
+    }
+
+    #[test]
+    fn goroutines_carry_the_ancestry_of_their_creators() {
+        let mut a = Accounting::default();
+        // Goroutine 1 (site 10) starts 2 (site 20), which starts 3 (site 30).
+        start(&mut a, TaskKind::Goroutine, 1, 10, None);
+        let c1 = a.goroutine_chain(1, 1);
+        start(&mut a, TaskKind::Goroutine, 2, 20, c1);
+        let c2 = a.goroutine_chain(1, 2);
+        start(&mut a, TaskKind::Goroutine, 3, 30, c2);
+        let links: Vec<Option<SiteId>> = a.chain(a.goroutine_chain(1, 3)).map(|c| c.site).collect();
+        assert_eq!(links, [Some(30), Some(20), Some(10)]);
+        // Same ancestry, same id.
+        start(&mut a, TaskKind::Goroutine, 4, 30, c2);
+        assert_eq!(a.goroutine_chain(1, 4), a.goroutine_chain(1, 3));
+        assert_eq!(a.goroutine_chain(1, 99), None);
+    }
+
+    #[test]
+    fn deep_ancestries_keep_the_nearest_creators() {
+        let mut a = Accounting::default();
+        let mut parent = None;
+        for id in 1..=40 {
+            start(&mut a, TaskKind::Goroutine, id, id as SiteId, parent);
+            parent = a.goroutine_chain(1, id);
+        }
+        let links: Vec<Option<SiteId>> = a.chain(parent).map(|c| c.site).collect();
+        assert_eq!(links.len(), CHAIN_DEPTH);
+        assert_eq!(links[0], Some(40));
+        assert_eq!(links[CHAIN_DEPTH - 1], Some(40 - CHAIN_DEPTH as SiteId + 1));
+    }
+
+    #[test]
+    fn tasks_alive_at_exit_and_growth() {
+        let mut a = Accounting::default();
+        for id in 1..=5 {
+            start(&mut a, TaskKind::Thread, id, 7, None);
+        }
+        let key = GroupKey {
+            site: Some(7),
+            syscall: sys::GOROUTINE,
+            chain: None,
+        };
+        let site = &a.process(1).expect("process").tasks[&(TaskKind::Thread, key)];
+        assert_eq!(site.alive(), 5);
+        // One alive every second for 5 s: +60/min.
+        assert_eq!(site.growth_per_min(5 * S).map(f64::round), Some(60.0));
+        a.apply(Change::TaskEnd {
+            pid: 1,
+            kind: TaskKind::Thread,
+            id: 2,
+            ts_ns: 6 * S,
+            at_exit: false,
+        });
+        // Killed by the process's exit, and still alive at its exit.
+        a.apply(Change::TaskEnd {
+            pid: 1,
+            kind: TaskKind::Thread,
+            id: 3,
+            ts_ns: 7 * S,
+            at_exit: true,
+        });
+        a.apply(Change::Exit {
+            pid: 1,
+            status: 0,
+            ts_ns: 7 * S,
+        });
+        let site = &a.process(1).expect("process").tasks[&(TaskKind::Thread, key)];
+        assert_eq!(
+            (site.started, site.ended, site.alive_at_exit, site.alive()),
+            (5, 1, 4, 0)
+        );
+        assert_eq!(site.oldest_at_exit_ns, Some(S));
     }
 }

@@ -15,14 +15,15 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tracer_common::{
-    AcquireEvent, ExitEvent, FdEntry, FdKey, IoCompleteEvent, MemoKey, ReleaseEvent, SockAddrEvent,
-    VERIFY_LIST, fd_flag, release as how, syscall as sys, unverified,
+    AcquireEvent, ExitEvent, FdEntry, FdKey, GoSpawnEvent, IoCompleteEvent, MemoKey, ReleaseEvent,
+    SockAddrEvent, TaskExitEvent, VERIFY_LIST, fd_flag, release as how, syscall as sys, task,
+    unverified,
 };
 
 use crate::{
     accounting::{
         Accounting, Acquisition, Change, Described, GroupKey, KernelEntry, Sender, SiteId,
-        Verification,
+        TaskKind, Verification,
     },
     enrich::{self, Kind, Resource, SocketInfo},
     events::{self, Event, c_str},
@@ -32,11 +33,12 @@ use crate::{
     procfs,
     procmaps::{FileId, ProcMaps},
     record::{Batch, Begin, End, Recorder, Summary},
-    unwind::{RawFrame, Unwinder, Unwound},
+    runtimes::Runtimes,
+    unwind::{RawFrame, ScriptFrame, Unwinder, Unwound},
 };
 
-/// A stack as (file, which file, file address) per frame.
-type SiteKey = Vec<(Option<Arc<Path>>, FileId, u64)>;
+/// A stack as (file, which file, file address, script frame) per frame.
+type SiteKey = Vec<(Option<Arc<Path>>, FileId, u64, Option<Arc<ScriptFrame>>)>;
 
 /// Interned call sites. Two stacks are the same site when every frame has the same file and
 /// file address, so a site is shared across processes running the same binaries.
@@ -52,7 +54,7 @@ impl Sites {
     pub fn intern(&mut self, frames: Vec<RawFrame>) -> SiteId {
         let key: Vec<_> = frames
             .iter()
-            .map(|f| (f.path.clone(), f.file, f.svma))
+            .map(|f| (f.path.clone(), f.file, f.svma, f.script.clone()))
             .collect();
         let next = self.stacks.len() as SiteId;
         *self.index.entry(key).or_insert_with(|| {
@@ -71,6 +73,8 @@ pub struct State {
     pub sites: Sites,
     pub acct: Accounting,
     pub stats: Stats,
+    /// Go and Python processes' runtimes.
+    pub runtimes: Runtimes,
     /// Last id given to an adopted descriptor.
     pre_seq: u64,
     /// io_uring submissions awaiting their completion: the submission's record and call site.
@@ -166,6 +170,7 @@ impl Collector {
                 sites: Sites::default(),
                 acct: Accounting::default(),
                 stats: Stats::default(),
+                runtimes: Runtimes::default(),
                 pre_seq: 0,
                 io_pending: HashMap::new(),
                 next_sample_ns: 0,
@@ -223,7 +228,14 @@ impl Collector {
                 ..procfs::describe(pid)
             }),
         ));
+        self.state.follow_runtime(pid);
         self.state.adopt_open(pid)
+    }
+
+    /// Prepares for `program`, about to be started traced (Go probes in place before it runs).
+    pub fn prepare(&mut self, program: &Path) {
+        let s = &mut self.state;
+        s.runtimes.prepare(&mut s.probes, program);
     }
 
     /// Records everything from now on to `path` (the accounting's journal, symbolized call
@@ -342,6 +354,12 @@ impl Collector {
 }
 
 impl State {
+    /// What this kernel or these programs' runtimes do not let tracer follow (for reports).
+    pub fn coverage_lost(&self) -> Vec<String> {
+        let probes = self.probes.lost_coverage().iter();
+        probes.chain(&self.runtimes.notes).cloned().collect()
+    }
+
     /// Accounts the descriptors `pid` holds now and tracer has not seen acquired as
     /// pre-existing (origin unknown); returns how many.
     fn adopt_open(&mut self, pid: u32) -> Result<usize> {
@@ -361,6 +379,7 @@ impl State {
                 let key = GroupKey {
                     site: None,
                     syscall: sys::PRE_EXISTING,
+                    chain: None,
                 };
                 let acq = Box::new(Acquisition::new(key, f.kind, f.resource, 0));
                 self.acct.apply(Change::PreExisting {
@@ -379,6 +398,10 @@ impl State {
         match ev {
             Event::Acquire(a, stack) => self.on_acquire(a, stack),
             Event::IoComplete(c) => self.on_io_complete(&c),
+            Event::TaskExit(t) => self.on_task_exit(&t),
+            Event::GoSpawn(g) => self.on_go_spawn(&g),
+            Event::PyFrames(f) => self.runtimes.on_frames(&f),
+            Event::PyCode(c) => self.runtimes.on_code(&c),
             Event::Release(r) => self.on_release(&r),
             Event::SockAddr(s) => self.on_sockaddr(&s),
             // After its process exited, a socket's changes are the kernel closing it.
@@ -409,7 +432,9 @@ impl State {
                 self.acct.apply(Change::Exec(
                     pid,
                     String::from_utf8_lossy(c_str(&e.filename)).into_owned(),
+                    e.header.ts_ns,
                 ));
+                self.follow_runtime(pid);
                 let argv = fs::read(format!("/proc/{pid}/cmdline"))
                     .ok()
                     .map(|cmdline| {
@@ -444,6 +469,7 @@ impl State {
                 self.reconcile(pid, true);
                 self.unwinder.forget(pid);
                 self.memo.forget(&mut self.probes, pid);
+                self.runtimes.forget(&mut self.probes, pid);
             }
         }
     }
@@ -461,12 +487,25 @@ impl State {
                 }),
             ));
             let _ = self.adopt_open(pid);
+            self.follow_runtime(pid);
         }
         let site = self.site_of(&a, stack);
+        let site = self.with_script(&a, site);
         let key = GroupKey {
             site,
             syscall: a.syscall,
+            chain: self.chain_of(pid, a.goid),
         };
+        if a.syscall == sys::THREAD {
+            self.acct.apply(Change::TaskStart {
+                pid,
+                kind: TaskKind::Thread,
+                id: a.arg,
+                key,
+                ts_ns: a.header.ts_ns,
+            });
+            return;
+        }
         if a.fd < 0 && a.errno != 0 {
             if a.errno == libc::EBADF as u32 {
                 self.stats.bad_closes += 1;
@@ -488,6 +527,86 @@ impl State {
             return;
         }
         self.account(&a, key);
+    }
+
+    /// The ancestry of goroutine `goid` (0: not Go).
+    fn chain_of(&self, pid: u32, goid: u64) -> Option<crate::accounting::ChainId> {
+        (goid != 0)
+            .then(|| self.acct.goroutine_chain(pid, goid))
+            .flatten()
+    }
+
+    /// Follows the runtime (Go, CPython) of the program `pid` runs now.
+    fn follow_runtime(&mut self, pid: u32) {
+        self.maps.refresh(pid);
+        let space = self.maps.space(pid);
+        self.runtimes.on_exec(&mut self.probes, pid, space);
+    }
+
+    /// For a CPython process, the site with the script's frames in place of the interpreter's.
+    fn with_script(&mut self, a: &AcquireEvent, site: Option<SiteId>) -> Option<SiteId> {
+        let pid = a.header.tgid;
+        if self.runtimes.pending(pid) {
+            self.maps.refresh(pid);
+            if let Some(space) = self.maps.space(pid) {
+                self.runtimes.find_libpython(&mut self.probes, pid, space);
+            }
+        }
+        let native = site.map_or(&[][..], |s| &self.sites.stacks[s as usize][..]);
+        let Some(frames) = self.runtimes.with_script(pid, a.tid, a.py_stack, native) else {
+            return site;
+        };
+        Some(self.sites.intern(frames))
+    }
+
+    /// A thread or goroutine ended.
+    fn on_task_exit(&mut self, t: &TaskExitEvent) {
+        let kind = match t.kind {
+            task::THREAD => {
+                self.runtimes.thread_ended(t.header.tgid, t.id as u32);
+                TaskKind::Thread
+            }
+            _ => TaskKind::Goroutine,
+        };
+        self.acct.apply(Change::TaskEnd {
+            pid: t.header.tgid,
+            kind,
+            id: t.id,
+            ts_ns: t.header.ts_ns,
+            at_exit: t.group_exit != 0,
+        });
+    }
+
+    /// A goroutine was created: counted at its creator's stack, under its creator's ancestry.
+    fn on_go_spawn(&mut self, g: &GoSpawnEvent) {
+        let pid = g.header.tgid;
+        let pcs = &g.pcs[..(g.n as usize).min(g.pcs.len())];
+        let site = if pcs.is_empty() {
+            None
+        } else {
+            let covered =
+                |maps: &mut ProcMaps| maps.space(pid).is_some_and(|s| s.find(pcs[0]).is_some());
+            if !covered(&mut self.maps) {
+                self.maps.refresh(pid);
+            }
+            let frames = match self.maps.space(pid) {
+                Some(space) => self.unwinder.frames_at(pid, space, pcs),
+                None => Vec::new(),
+            };
+            (!frames.is_empty()).then(|| self.sites.intern(frames))
+        };
+        let chain = self.acct.goroutine_chain(pid, g.parent_goid);
+        self.acct.apply(Change::TaskStart {
+            pid,
+            kind: TaskKind::Goroutine,
+            id: g.goid,
+            key: GroupKey {
+                site,
+                syscall: sys::GOROUTINE,
+                chain,
+            },
+            ts_ns: g.header.ts_ns,
+        });
     }
 
     /// The call site of an acquisition: recognized by the kernel's memo, or unwound.
@@ -586,6 +705,7 @@ impl State {
         let key = GroupKey {
             site,
             syscall: a.syscall,
+            chain: self.chain_of(a.header.tgid, a.goid),
         };
         self.account(&a, key);
     }
@@ -684,6 +804,7 @@ impl State {
                 let key = GroupKey {
                     site: None,
                     syscall: e.syscall,
+                    chain: None,
                 };
                 let acq =
                     Acquisition::new(key, unknown_kind(e.syscall), Resource::Unknown, e.ts_ns);

@@ -2,8 +2,8 @@
 use anyhow::{Result, anyhow, bail};
 use bytemuck::{Pod, try_pod_read_unaligned};
 use tracer_common::{
-    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, IoCompleteEvent, ReleaseEvent,
-    SockAddrEvent, SockStateEvent, event,
+    AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, GoSpawnEvent, IoCompleteEvent,
+    PyCodeEvent, PyFramesEvent, ReleaseEvent, SockAddrEvent, SockStateEvent, TaskExitEvent, event,
 };
 
 /// One decoded record; `Acquire` borrows its stack copy from the ring.
@@ -17,6 +17,10 @@ pub enum Event<'a> {
     Exit(Box<ExitEvent>),
     SockState(SockStateEvent),
     IoComplete(IoCompleteEvent),
+    TaskExit(TaskExitEvent),
+    GoSpawn(Box<GoSpawnEvent>),
+    PyFrames(Box<PyFramesEvent>),
+    PyCode(Box<PyCodeEvent>),
 }
 
 fn read<T: Pod>(bytes: &[u8]) -> Result<T> {
@@ -51,6 +55,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
         event::EXIT => Event::Exit(Box::new(read(bytes)?)),
         event::SOCK_STATE => Event::SockState(read(bytes)?),
         event::IO_COMPLETE => Event::IoComplete(read(bytes)?),
+        event::TASK_EXIT => Event::TaskExit(read(bytes)?),
+        event::GO_SPAWN => Event::GoSpawn(Box::new(read(bytes)?)),
+        event::PY_FRAMES => Event::PyFrames(Box::new(read(bytes)?)),
+        event::PY_CODE => Event::PyCode(Box::new(read(bytes)?)),
         other => bail!("unknown record kind {other}"),
     })
 }

@@ -50,6 +50,21 @@ pub fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Fra
     }
     let mut out = Vec::new();
     for f in raw {
+        if let Some(script) = &f.script {
+            let mut frame = Frame {
+                address: "0x0".into(),
+                offset: "0x0".into(),
+                function: Some(script.function.clone()),
+                file: (!script.file.is_empty()).then(|| script.file.clone()),
+                line: script.line,
+                module: SCRIPT_MODULE.into(),
+                inlined: false,
+                own_code: false,
+            };
+            frame.own_code = is_own_code(&frame);
+            out.push(frame);
+            continue;
+        }
         let module = f
             .path
             .as_ref()
@@ -102,8 +117,14 @@ pub fn symbolize_stack(raw: &[RawFrame], symbolizer: &mut Symbolizer) -> Vec<Fra
     out
 }
 
-/// Source paths of toolchains, package caches and system headers.
+/// The module of an interpreted script's frames.
+pub const SCRIPT_MODULE: &str = "[python]";
+
+/// Source paths of toolchains, package caches, system headers and interpreters' libraries.
 const LIBRARY_SOURCE_MARKERS: &[&str] = &[
+    "/lib/python3",
+    "/site-packages/",
+    "/dist-packages/",
     "/rustc/",
     "/.cargo/registry/",
     "/.cargo/git/",
@@ -144,6 +165,11 @@ const RUNTIME_PREFIXES: &[&str] = &[
     "__libc_",
     "_start",
     "__GI_",
+    // Go's cgo runtime (C code compiled into every cgo binary).
+    "_cgo_",
+    "x_cgo_",
+    "crosscall",
+    "threadentry",
 ];
 
 /// Whether a frame belongs to the program's own code rather than a library or runtime.
@@ -156,7 +182,9 @@ pub fn is_own_code(f: &Frame) -> bool {
     }
     match &f.file {
         Some(file) => {
-            !LIBRARY_SOURCE_MARKERS.iter().any(|m| file.contains(m))
+            // Python's frozen modules and compiled strings.
+            !file.starts_with('<')
+                && !LIBRARY_SOURCE_MARKERS.iter().any(|m| file.contains(m))
                 // glibc and other system sources are recorded relative to their build tree.
                 && !file.starts_with("./")
                 && !file.starts_with("../")

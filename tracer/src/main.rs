@@ -22,6 +22,7 @@ mod procfs;
 mod procmaps;
 mod record;
 mod report;
+mod runtimes;
 mod session;
 mod symbolize;
 mod unwind;

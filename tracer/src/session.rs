@@ -119,6 +119,7 @@ impl Session {
         match (&target, program) {
             (Target::Command(cmd), Some(program)) => {
                 // Our own children get registered by the kernel at fork, before they exec.
+                collector.prepare(&program);
                 let me = std::process::id();
                 collector.state.probes.trace(me, false)?;
                 let spawned = Command::new(&program).arg0(&cmd[0]).args(&cmd[1..]).spawn();
@@ -191,7 +192,7 @@ impl Session {
                 now_ns: monotonic_ns(),
                 attached: self.attached,
                 live: self.live,
-                coverage_lost: c.state.probes.lost_coverage().to_vec(),
+                coverage_lost: c.state.coverage_lost(),
                 incomplete: None,
             },
         })
@@ -247,7 +248,7 @@ impl Session {
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let counters = collector.finish(self.verify)?;
         let now_ns = monotonic_ns();
-        let coverage_lost = collector.state.probes.lost_coverage().to_vec();
+        let coverage_lost = collector.state.coverage_lost();
         let recorded = if self.recording {
             let end = End {
                 exit_code,

@@ -39,6 +39,29 @@ pub struct RawFrame {
     pub svma: u64,
     /// Address in the process.
     pub avma: u64,
+    /// A frame of an interpreted script (Python) rather than of machine code.
+    pub script: Option<Arc<ScriptFrame>>,
+}
+
+/// A frame of an interpreted script: its function, file and line as the interpreter knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScriptFrame {
+    pub function: String,
+    pub file: String,
+    pub line: Option<u32>,
+}
+
+impl RawFrame {
+    /// A script's frame.
+    pub fn script(frame: ScriptFrame) -> Self {
+        Self {
+            path: None,
+            file: FileId::default(),
+            svma: 0,
+            avma: 0,
+            script: Some(Arc::new(frame)),
+        }
+    }
 }
 
 /// What unwinding needs from one ELF file, read once per file.
@@ -175,6 +198,21 @@ struct Walk {
 }
 
 impl ProcUnwinder {
+    /// The frame of process address `avma`, looked up at `lookup`.
+    fn frame(&self, lookup: u64, avma: u64) -> RawFrame {
+        let module = self
+            .modules
+            .iter()
+            .find(|(range, ..)| range.contains(&lookup));
+        RawFrame {
+            path: module.map(|(_, p, ..)| p.clone()),
+            file: module.map_or_else(FileId::default, |(_, _, f, _)| *f),
+            svma: module.map_or(lookup, |(.., bias)| lookup.wrapping_sub(*bias)),
+            avma,
+            script: None,
+        }
+    }
+
     /// Walks the stack; `replace` substitutes one word's value (a relevance test).
     fn walk(&mut self, regs: &UserRegs, stack: &[u8], replace: Option<(u16, u64)>) -> Walk {
         let sp = regs.sp;
@@ -290,24 +328,21 @@ impl Unwinder {
         let frames = walk
             .frames
             .iter()
-            .map(|&(lookup, avma)| {
-                let module = proc
-                    .modules
-                    .iter()
-                    .find(|(range, ..)| range.contains(&lookup));
-                RawFrame {
-                    path: module.map(|(_, p, ..)| p.clone()),
-                    file: module.map_or_else(FileId::default, |(_, _, f, _)| *f),
-                    svma: module.map_or(lookup, |(.., bias)| lookup.wrapping_sub(*bias)),
-                    avma,
-                }
-            })
+            .map(|&(lookup, avma)| proc.frame(lookup, avma))
             .collect();
         let reads = walk
             .memoizable
             .then(|| proc.relevant_reads(regs, stack, &walk))
             .filter(|r| !r.is_empty() && r.len() <= MEMO_WORDS);
         Unwound { frames, reads }
+    }
+
+    /// The frames of return addresses walked elsewhere (a goroutine creator's stack).
+    pub fn frames_at(&mut self, pid: u32, space: &AddressSpace, pcs: &[u64]) -> Vec<RawFrame> {
+        let proc = self.proc_unwinder(pid, space);
+        pcs.iter()
+            .map(|&pc| proc.frame(pc.wrapping_sub(1), pc))
+            .collect()
     }
 
     /// Forgets a process's unwinder (its mappings are gone), and the files no process maps.

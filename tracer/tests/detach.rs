@@ -8,7 +8,7 @@ use std::{process::Command, thread, time::Duration};
 use common::{require_root, run_with_timeout, tracer};
 
 /// Every program tracer attaches (kernel names are cut to 15 bytes).
-const OURS: [&str; 8] = [
+const OURS: [&str; 10] = [
     "sock_state",
     "sys_enter",
     "sys_exit",
@@ -17,6 +17,8 @@ const OURS: [&str; 8] = [
     "proc_exit",
     "io_submit",
     "io_complete",
+    "go_spawn",
+    "go_exit",
 ];
 
 fn loaded() -> Vec<String> {

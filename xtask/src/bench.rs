@@ -45,6 +45,8 @@ pub struct Options {
     pub open: u64,
     pub socket: u64,
     pub http: u64,
+    /// GETs of the Go client loop (goroutines started and ended on every request).
+    pub go_http: u64,
     pub wrk_secs: u64,
     /// Only these workloads (empty: all).
     pub only: Vec<String>,
@@ -193,6 +195,27 @@ pub fn bench(opts: &Options) -> Result<()> {
         let pairs = rounds(&tools, opts.runs, |tool| twin_loop(tool, &cmd))?;
         let profile = profile(|| twin_loop(Tool::Tracer, &cmd).map(drop))?;
         results.push(workload(key, title, n, false, &pairs, &profile, n));
+    }
+    if want("go-http") {
+        // The cost of the Go runtime probes (goroutine creation and exit) on top of the
+        // syscalls: bare and tracer only (the peers do not follow goroutines).
+        let go = programs_dir().join("go-http-loop");
+        if !go.is_file() {
+            bail!("golang-go is needed to build the Go benchmark program (go-http-loop)");
+        }
+        let n = opts.go_http;
+        let title = "Go HTTP client loop, new connection per GET (net/http goroutines)";
+        eprintln!("bench: {title} ({n} iterations, {} rounds)", opts.runs);
+        let cmd = vec![
+            go.display().to_string(),
+            n.to_string(),
+            nginx.port.to_string(),
+        ];
+        let pairs = rounds(&[Tool::Bare, Tool::Tracer], opts.runs, |tool| {
+            twin_loop(tool, &cmd)
+        })?;
+        let profile = profile(|| twin_loop(Tool::Tracer, &cmd).map(drop))?;
+        results.push(workload("go-http", title, n, false, &pairs, &profile, n));
     }
     drop(nginx);
     if want("nginx") {

@@ -57,10 +57,14 @@ enum Task {
         /// HTTP GETs, one connection each.
         #[arg(long, default_value_t = 5_000)]
         http: u64,
+        /// HTTP GETs of the Go client loop, one connection each.
+        #[arg(long, default_value_t = 2_000)]
+        go_http: u64,
         /// Seconds of wrk load on nginx per run.
         #[arg(long, default_value_t = 5)]
         wrk_secs: u64,
-        /// Only these workloads: open, socket, http, nginx, unselected (repeat; default: all).
+        /// Only these workloads: open, socket, http, go-http, nginx, unselected (repeat;
+        /// default: all).
         #[arg(long = "only", value_name = "WORKLOAD")]
         only: Vec<String>,
         /// Bare and tracer only (no strace, valgrind, bpftrace): for quick comparisons.
@@ -114,6 +118,7 @@ fn try_main() -> Result<()> {
             open,
             socket,
             http,
+            go_http,
             wrk_secs,
             only,
             no_peers,
@@ -125,6 +130,7 @@ fn try_main() -> Result<()> {
                 open,
                 socket,
                 http,
+                go_http,
                 wrk_secs,
                 only,
                 peers: !no_peers,
@@ -453,9 +459,20 @@ fn build_programs() -> Result<()> {
         ("leaky.c", "c-leaky"),
         ("churn.c", "churn"),
         ("kinds.c", "c-kinds"),
+        ("threads.c", "c-threads"),
     ];
     let cxx_programs = [("leaky.cpp", "cxx-leaky")];
-    let go_programs = ["file-leak", "file-fixed", "http-leak", "http-fixed"];
+    let go_programs = [
+        "file-leak",
+        "file-fixed",
+        "http-leak",
+        "http-fixed",
+        "status-leak",
+        "status-fixed",
+        "goroutine-leak",
+        "goroutine-pool",
+        "http-loop",
+    ];
     for (compiler, src_dir, programs) in [
         ("gcc", "demos/c", &c_programs[..]),
         ("g++", "demos/c", &cxx_programs[..]),
@@ -503,18 +520,33 @@ fn tracer_command() -> Command {
 }
 
 fn demo(name: &str, args: &[String]) -> Result<()> {
-    let program = if name.starts_with("go-") || name.starts_with("c-") {
-        programs_dir().join(name)
-    } else {
-        target_dir().join("release").join(name)
-    };
-    if !program.is_file() {
-        bail!("no demo named {name} (see `cargo xtask demo --help`)");
-    }
     let mut cmd = tracer_command();
-    cmd.args(["run", "--"]).arg(&program);
-    if args.is_empty() && !name.starts_with("c-") {
-        cmd.args(["--count", "100"]);
+    cmd.args(["run", "--"]);
+    if let Some(variant) = name.strip_prefix("python-") {
+        // The script under Debian's interpreter (a `python3` earlier on PATH may be a shim).
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| have(p))
+            .context("python3 is not installed")?;
+        cmd.arg(python).arg(root().join("demos/python/leaky.py"));
+        match variant {
+            "leak" => {}
+            "fixed" => drop(cmd.arg("--fixed")),
+            _ => bail!("no demo named {name} (python-leak, python-fixed)"),
+        }
+    } else {
+        let program = if name.starts_with("go-") || name.starts_with("c-") {
+            programs_dir().join(name)
+        } else {
+            target_dir().join("release").join(name)
+        };
+        if !program.is_file() {
+            bail!("no demo named {name} (see `cargo xtask demo --help`)");
+        }
+        cmd.arg(&program);
+        if args.is_empty() && !name.starts_with("c-") {
+            cmd.args(["--count", "100"]);
+        }
     }
     cmd.args(args);
     eprintln!("demo: {cmd:?}");

@@ -320,8 +320,8 @@ fn program_types() -> Vec<Check> {
         Check::new(
             "uprobe (libc close)",
             false,
-            "available; not needed (tracer sees syscalls, whatever library makes them)",
-            "not needed: tracer sees syscalls, whatever library makes them",
+            "goroutines of Go programs are followed (uprobes on the Go runtime)",
+            "goroutines are not followed (descriptors are, with complete Go stacks)",
         )
         .with(try_prog!("doctor_uprobe", UProbe, |p| {
             p.load().map_err(load_err)?;

@@ -11,11 +11,14 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, RawTracePoint, TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, MemoKey, MemoSig, ProcState, STACK_CLASSES, SockOwner, TRACED_WORDS,
-    counter, proc_flag, syscall::Shape,
+    Config, FdEntry, FdKey, GoLayout, MemoKey, MemoSig, ProcState, PyLayout, STACK_CLASSES,
+    SockOwner, TRACED_WORDS, counter, proc_flag, syscall::Shape,
 };
 
 use crate::health::Counters;
@@ -293,6 +296,22 @@ impl Probes {
             lost_coverage
                 .push("io_uring requests are not followed (kernel BTF lacks io_kiocb)".into());
         }
+        // Go runtime probes: loaded now, attached to each Go binary as it shows up.
+        let mut go_binaries = Ok(0);
+        for prog in ["go_spawn", "go_exit"] {
+            let p: &mut UProbe = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
+                .try_into()?;
+            if let Err(e) = p.load() {
+                go_binaries = Err(format!("loading {prog}: {}", verifier_error(&e)));
+                lost_coverage.push(format!(
+                    "goroutines are not followed ({})",
+                    verifier_error(&e)
+                ));
+                break;
+            }
+        }
         let mut syscall_links = Detach(Vec::new());
         // The syscall hooks go last: once they see a process, its forks, execs and exit are
         // seen too (a process living only while tracer attaches is still whole). Each is
@@ -317,6 +336,7 @@ impl Probes {
             ebpf,
             lost_coverage,
             traced_bits,
+            go_binaries,
             _syscall_links: syscall_links,
         })
     }
@@ -416,6 +436,71 @@ impl Probes {
             && let Ok(mut m) = HashMap::<_, u64, SockOwner>::try_from(m)
         {
             let _ = m.remove(&sk);
+        }
+    }
+
+    /// Follows the goroutines of every process running the Go binary at `path`: its layout in
+    /// the next `GO_BINARIES` slot, the probes attached with that slot as their cookie (at the
+    /// file offsets of `runtime.newproc1`'s returns and of `runtime.goexit0`).
+    pub fn go_binary(
+        &mut self,
+        path: &std::path::Path,
+        layout: &GoLayout,
+        spawn_offsets: &[u64],
+        exit_offset: u64,
+    ) -> Result<()> {
+        let slot = self.go_binaries.clone().map_err(|e| anyhow!(e))?;
+        if slot >= tracer_common::GO_BINARIES {
+            bail!("more than {} Go programs", tracer_common::GO_BINARIES);
+        }
+        let mut layouts: Array<_, GoLayout> = Array::try_from(map(&mut self.ebpf, "GO_BINARIES")?)?;
+        layouts.set(slot, *layout, 0)?;
+        self.go_binaries = Ok(slot + 1);
+        for (prog, offsets) in [
+            ("go_spawn", spawn_offsets),
+            ("go_exit", std::slice::from_ref(&exit_offset)),
+        ] {
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
+                .try_into()?;
+            for &offset in offsets {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(slot as u64),
+                };
+                p.attach(point, path, UProbeScope::AllProcesses)
+                    .with_context(|| format!("attaching {prog} at file offset {offset:#x}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the Python frames of `pid`'s acquisitions, with this layout.
+    pub fn python_process(&mut self, pid: u32, layout: &PyLayout) -> Result<()> {
+        let mut m: HashMap<_, u32, PyLayout> = HashMap::try_from(map(&mut self.ebpf, "PY_PROCS")?)?;
+        Ok(m.insert(pid, layout, 0)?)
+    }
+
+    /// Stops reading `pid`'s Python frames and forgets which code objects it described.
+    pub fn forget_python(&mut self, pid: u32) {
+        if let Ok(m) = map(&mut self.ebpf, "PY_PROCS")
+            && let Ok(mut m) = HashMap::<_, u32, PyLayout>::try_from(m)
+        {
+            let _ = m.remove(&pid);
+        }
+        if let Ok(m) = map(&mut self.ebpf, "PY_SEEN")
+            && let Ok(mut m) = HashMap::<_, [u64; 2], u8>::try_from(m)
+        {
+            let keys: Vec<[u64; 2]> = m
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k[0] == pid as u64)
+                .collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use crate::{
 /// First bytes of every record.
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// Version of the layout and of [`Entry`]; readers refuse newer ones.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest chunk a reader accepts (a larger length means corruption).
 pub const MAX_CHUNK: u32 = 64 << 20;
 

@@ -426,6 +426,7 @@ mod tests {
         let key = GroupKey {
             site: Some(0),
             syscall: tracer_common::syscall::OPENAT,
+            chain: None,
         };
         for i in 0..3 {
             entries.push(Entry::Change(Change::Acquire {

@@ -10,11 +10,11 @@ use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use super::{
     BadClose, Drops, EventTotals, Group, LimitHit, PassedFrom, PreExisting, ProcessReport, Report,
-    Timeline, Verdict, VerifyReport,
+    TaskGroup, Timeline, Verdict, VerifyReport,
     verdict::{self, Facts, Origin, Policy},
 };
 use crate::{
-    accounting::{Accounting, Counts, GroupKey, Process, SiteId},
+    accounting::{Accounting, ChainId, Counts, GroupKey, Process, SiteId, TaskKind},
     enrich::{Kind, Resource},
     frames::{Frame, source_location, symbolize_stack},
     health::Health,
@@ -180,6 +180,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
         kind: Kind,
         syscall: u16,
         stack: Vec<Frame>,
+        created_by: Vec<Vec<Frame>>,
         fds: Vec<u32>,
         seqs: BTreeSet<u64>,
         resources: BTreeSet<String>,
@@ -193,10 +194,11 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
     let mut merged: BTreeMap<(u16, Kind, Origin, Vec<String>), Merged> = BTreeMap::new();
     for ((key, origin), fds) in by_key {
         let stack = b.site_stack(key.site);
+        let created_by = b.chain_stacks(key.chain);
         let Some(first) = b.snap.acct.acquisition(fds[0].1) else {
             continue;
         };
-        let signature = stack.iter().map(source_location).collect();
+        let signature = signature(&stack, &created_by);
         let m = merged
             .entry((key.syscall, first.kind, origin, signature))
             .or_insert_with(|| Merged {
@@ -205,6 +207,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 kind: first.kind,
                 syscall: key.syscall,
                 stack,
+                created_by,
                 fds: Vec::new(),
                 seqs: BTreeSet::new(),
                 resources: BTreeSet::new(),
@@ -283,6 +286,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 suppressed: None,
                 in_baseline: false,
                 stack: m.stack,
+                created_by: m.created_by,
                 site: format!(
                     "{}|{}|{}{}",
                     m.syscall,
@@ -329,6 +333,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
             stack: b.site_stack(key.site),
         })
         .collect();
+    let tasks = task_groups(p, end_ns, b);
     ProcessReport {
         pid: p.pid,
         ppid: p.ppid,
@@ -343,8 +348,107 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
         pre_existing: b.snap.run.attached.then_some(pre_existing),
         limit_hits,
         bad_closes,
+        tasks,
         verify: p.verify.as_ref().map(VerifyReport::from),
     }
+}
+
+/// Whether the program started these tasks, rather than its runtime: a thread whose start
+/// has a frame of the program's own code (Go's and other runtimes' threads have none); a
+/// goroutine whose `go` statement is not in Go's runtime (its collector's workers, ...) and
+/// whose stack or creators run the program's code.
+fn started_by_program(kind: TaskKind, stack: &[Frame], created_by: &[Vec<Frame>]) -> bool {
+    match kind {
+        TaskKind::Thread => stack.iter().any(|f| f.own_code),
+        TaskKind::Goroutine => {
+            let in_runtime = stack
+                .first()
+                .and_then(|f| f.function.as_deref())
+                .is_some_and(|f| f.starts_with("runtime."));
+            !in_runtime
+                && stack
+                    .iter()
+                    .chain(created_by.iter().flatten())
+                    .any(|f| f.own_code)
+        }
+    }
+}
+
+/// A site's identity in source terms: its stack's locations, then its creators'.
+fn signature(stack: &[Frame], created_by: &[Vec<Frame>]) -> Vec<String> {
+    let mut sig: Vec<String> = stack.iter().map(source_location).collect();
+    for creator in created_by {
+        sig.push("created by".into());
+        sig.extend(creator.iter().map(source_location));
+    }
+    sig
+}
+
+/// Threads and goroutines alive (at exit, or now) by the site that started them: only sites
+/// the program's own code started (a runtime's own threads and goroutines are not its doing).
+fn task_groups(p: &Process, end_ns: u64, b: &mut Building<'_>) -> Vec<TaskGroup> {
+    let mut merged: BTreeMap<(TaskKind, Vec<String>), TaskGroup> = BTreeMap::new();
+    for (&(kind, key), site) in &p.tasks {
+        let alive = if p.exited() {
+            site.alive_at_exit
+        } else {
+            site.alive()
+        };
+        if alive == 0 {
+            continue;
+        }
+        let stack = b.site_stack(key.site);
+        let created_by = b.chain_stacks(key.chain);
+        if !started_by_program(kind, &stack, &created_by) {
+            continue;
+        }
+        let oldest_ns = if p.exited() {
+            site.oldest_at_exit_ns.unwrap_or(end_ns)
+        } else {
+            p.live_tasks
+                .values()
+                .filter(|t| t.key == key)
+                .map(|t| t.started_ns)
+                .min()
+                .unwrap_or(end_ns)
+        };
+        let growth = (!p.exited()).then(|| site.growth_per_min(end_ns)).flatten();
+        let sig = signature(&stack, &created_by);
+        let g = merged.entry((kind, sig)).or_insert_with(|| TaskGroup {
+            kind,
+            alive: 0,
+            started: 0,
+            ended: 0,
+            oldest_age_ms: 0,
+            growth_per_min: None,
+            verdict: Verdict::Unclosed,
+            stack,
+            created_by,
+            facts: Facts::default(),
+        });
+        g.alive += alive;
+        g.started += site.started;
+        g.ended += site.ended;
+        g.oldest_age_ms = g
+            .oldest_age_ms
+            .max(end_ns.saturating_sub(oldest_ns) / 1_000_000);
+        if let Some(x) = growth {
+            *g.growth_per_min.get_or_insert(0.0) += x;
+        }
+    }
+    let mut groups: Vec<TaskGroup> = merged.into_values().collect();
+    for g in &mut groups {
+        g.facts = Facts {
+            origin: Origin::Here,
+            calls: g.alive,
+            oldest_age_ms: g.oldest_age_ms,
+            exited: p.exited(),
+            suspect: g.growth_per_min.is_some_and(|x| x > 0.0),
+        };
+        g.verdict = verdict::decide(&g.facts, b.policy, b.snap.run.live);
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse((g.verdict.is_failure(), g.alive)));
+    groups
 }
 
 /// Where a report gets the frames of its call sites.
@@ -383,6 +487,16 @@ impl Building<'_> {
         self.frames.insert(s, frames.clone());
         frames
     }
+
+    /// The stacks that created a goroutine, its own creator first (empty ones left out).
+    fn chain_stacks(&mut self, chain: Option<ChainId>) -> Vec<Vec<Frame>> {
+        let links: Vec<_> = self.snap.acct.chain(chain).collect();
+        links
+            .into_iter()
+            .map(|l| self.site_stack(l.site))
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +518,7 @@ mod tests {
         let key = |syscall| GroupKey {
             site: None,
             syscall,
+            chain: None,
         };
         for i in 0..leaked {
             let path = Resource::Path(format!("/tmp/f{i}"));
@@ -476,6 +591,7 @@ mod tests {
         let key = GroupKey {
             site: None,
             syscall: sys::DUP2,
+            chain: None,
         };
         acquire(
             &mut a,

@@ -22,6 +22,27 @@ pub fn render(report: &Report) -> String {
             };
             annotation(&mut out, level, p, g);
         }
+        for t in p.tasks.iter().filter(|t| t.verdict.is_failure()) {
+            let src = t
+                .stack
+                .iter()
+                .chain(t.created_by.iter().flatten())
+                .find(|f| f.own_code && f.file.is_some());
+            let file = src
+                .and_then(|f| f.file.as_deref())
+                .map(|f| relative_to_cwd(f).unwrap_or_else(|| f.to_string()));
+            let line = src.and_then(|f| f.line).map(|l| l.to_string());
+            let title = format!("task-leak: {}", t.summary());
+            let mut props = Vec::new();
+            if let Some(f) = &file {
+                props.push(("file", f.as_str()));
+            }
+            if let Some(l) = &line {
+                props.push(("line", l.as_str()));
+            }
+            props.push(("title", title.as_str()));
+            command(&mut out, "error", &props, &t.headline(p));
+        }
     }
     for s in &report.unused_suppressions {
         let (file, line, text) = split_location(s);

@@ -63,7 +63,10 @@ pub fn render(report: &Report) -> Result<String> {
     }
     let mut quiet_charts = 0;
     for p in &report.processes {
-        let quiet = p.leaks.is_empty() && p.limit_hits.is_empty() && p.bad_closes.is_empty();
+        let quiet = p.leaks.is_empty()
+            && p.tasks.is_empty()
+            && p.limit_hits.is_empty()
+            && p.bad_closes.is_empty();
         let timeline = report.timeline.iter().find(|t| t.pid == p.pid);
         let chart = match timeline {
             Some(t) if !quiet || quiet_charts < MAX_QUIET_CHARTS => {
@@ -193,6 +196,22 @@ fn process(
         out.push_str("</div>\n");
     }
     notes(out, p);
+    for t in &p.tasks {
+        let _ = writeln!(
+            out,
+            "<details><summary class=\"{}\">{} ({} started, {} ended)</summary>",
+            if t.verdict.is_failure() { "fail" } else { "" },
+            encode_text(&t.headline(p)),
+            t.started,
+            t.ended
+        );
+        stack_table(out, &t.stack);
+        for c in &t.created_by {
+            out.push_str("<p class=\"note\">created by the goroutine at:</p>\n");
+            stack_table(out, c);
+        }
+        out.push_str("</details>\n");
+    }
     if p.leaks.is_empty() {
         return Ok(());
     }
@@ -241,6 +260,10 @@ fn process(
             encode_text(&sample.join(", "))
         );
         stack_table(out, &g.stack);
+        for c in &g.created_by {
+            out.push_str("<p class=\"note\">created by the goroutine at:</p>\n");
+            stack_table(out, c);
+        }
         out.push_str("</details>\n");
     }
     Ok(())
@@ -403,6 +426,7 @@ mod tests {
             suppressed: None,
             in_baseline: false,
             stack,
+            created_by: vec![],
             site: String::new(),
             facts: Default::default(),
         }
@@ -423,6 +447,7 @@ mod tests {
             pre_existing: None,
             limit_hits: vec![],
             bad_closes: vec![],
+            tasks: vec![],
             verify: None,
         }
     }

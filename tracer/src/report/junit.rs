@@ -29,11 +29,22 @@ pub fn render(report: &Report) -> Result<String> {
 /// The test case of one process.
 fn test_case(p: &ProcessReport) -> TestCase {
     let (failing, other): (Vec<&Group>, Vec<&Group>) = p.leaks.iter().partition(|g| g.fails());
-    let status = if failing.is_empty() {
+    let tasks: Vec<String> = p
+        .tasks
+        .iter()
+        .filter(|t| t.verdict.is_failure())
+        .map(|t| t.headline(p))
+        .collect();
+    let status = if failing.is_empty() && tasks.is_empty() {
         TestCaseStatus::success()
+    } else if failing.is_empty() {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status.set_type("task-leak").set_message(tasks.join("; "));
+        status
     } else {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-        let sites: Vec<String> = failing.iter().map(|g| g.headline(p)).collect();
+        let mut sites: Vec<String> = failing.iter().map(|g| g.headline(p)).collect();
+        sites.extend(tasks);
         let s = if failing.len() == 1 { "" } else { "s" };
         status
             .set_type("fd-leak")

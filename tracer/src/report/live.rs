@@ -58,6 +58,9 @@ pub struct LiveProc {
     pub pre_close_wait: usize,
     /// "EMFILE ×12 at f (file:line)".
     pub limit_hits: Vec<String>,
+    /// Threads and goroutines by starting site: (growing, "12 goroutines alive started at f
+    /// (file:line), +30.0/min").
+    pub tasks: Vec<(bool, String)>,
     pub sites: Vec<LiveSite>,
 }
 
@@ -226,6 +229,28 @@ impl LiveState {
                     format!("{} ×{} at {at}", h.errno, h.count)
                 })
                 .collect(),
+            tasks: p
+                .tasks
+                .iter()
+                .map(|t| {
+                    let at = t
+                        .own_frame()
+                        .or(t.stack.first())
+                        .map_or_else(|| "(no stack)".to_string(), table::frame_short);
+                    let growth = t
+                        .growth_per_min
+                        .map_or(String::new(), |g| format!(", {g:+.1}/min"));
+                    let noun = match t.kind {
+                        crate::accounting::TaskKind::Thread => "thread",
+                        crate::accounting::TaskKind::Goroutine => "goroutine",
+                    };
+                    let s = if t.alive == 1 { "" } else { "s" };
+                    (
+                        t.facts.suspect,
+                        format!("{} {noun}{s} alive started at {at}{growth}", t.alive),
+                    )
+                })
+                .collect(),
             sites,
         }
     }
@@ -349,6 +374,17 @@ pub fn render(frame: &LiveFrame, color: bool, clear: bool) -> String {
         let _ = writeln!(out, "{}", proc_header(p, &paint));
         for h in &p.limit_hits {
             let _ = writeln!(out, "  {}", paint("1;31", h));
+        }
+        for (growing, t) in &p.tasks {
+            let _ = writeln!(
+                out,
+                "  {}",
+                if *growing {
+                    paint("1;31", &format!("SUSPECT {t}"))
+                } else {
+                    t.clone()
+                }
+            );
         }
         if p.sites.is_empty() {
             let _ = writeln!(out, "  no descriptors opened under observation still open");
@@ -513,6 +549,7 @@ mod tests {
                 inlined: false,
                 own_code: true,
             }],
+            created_by: vec![],
             site: "s1".into(),
             facts: Facts {
                 calls: count,
@@ -551,6 +588,7 @@ mod tests {
                 pre_existing: Some(vec![]),
                 limit_hits: vec![],
                 bad_closes: vec![],
+                tasks: vec![],
                 verify: None,
             }],
         }

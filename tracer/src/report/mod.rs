@@ -112,11 +112,12 @@ pub fn emit(report: &Report, out: &OutputArgs, text_to: TextTo) -> Result<()> {
 }
 
 impl Report {
-    /// Whether any site fails `--fail-on-leak` (see [`Group::fails`]).
+    /// Whether any site fails `--fail-on-leak` (see [`Group::fails`]), or leaks threads or
+    /// goroutines.
     pub fn has_leak(&self) -> bool {
-        self.processes
-            .iter()
-            .any(|p| p.leaks.iter().any(Group::fails))
+        self.processes.iter().any(|p| {
+            p.leaks.iter().any(Group::fails) || p.tasks.iter().any(|t| t.verdict.is_failure())
+        })
     }
 
     /// The report in `format`; `color` for the text format on a terminal.
@@ -199,6 +200,9 @@ pub struct ProcessReport {
     pub limit_hits: Vec<LimitHit>,
     /// close() calls on descriptors that were not open (EBADF), by call site.
     pub bad_closes: Vec<BadClose>,
+    /// Threads and goroutines still alive (at exit, or when tracing ended) by the stack that
+    /// started them, for sites in the program's own code.
+    pub tasks: Vec<TaskGroup>,
     /// The accounting compared with the process's real descriptor table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
@@ -218,6 +222,72 @@ impl ProcessReport {
             _ => "exited".to_string(),
         }
     }
+}
+
+/// Threads or goroutines started at one site, still alive.
+#[derive(Debug, Serialize)]
+pub struct TaskGroup {
+    pub kind: crate::accounting::TaskKind,
+    /// Alive at exit (exited processes) or when tracing ended.
+    pub alive: u64,
+    /// Started at this site, and of those ended before the process did.
+    pub started: u64,
+    pub ended: u64,
+    pub oldest_age_ms: u64,
+    /// Change of `alive` per minute over the last minute (running processes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_per_min: Option<f64>,
+    pub verdict: Verdict,
+    /// The stack that started them: `pthread_create`'s caller, a `go` statement.
+    pub stack: Vec<Frame>,
+    /// For goroutines created by goroutines: the stacks that created their creators, nearest
+    /// first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub created_by: Vec<Vec<Frame>>,
+    #[serde(skip)]
+    pub facts: verdict::Facts,
+}
+
+impl TaskGroup {
+    /// The innermost frame of the program's own code in the stack, else in its creators'.
+    pub fn own_frame(&self) -> Option<&Frame> {
+        own_frame(&self.stack, &self.created_by)
+    }
+
+    /// "12 goroutines leaked": count, kind and verdict in words.
+    pub fn summary(&self) -> String {
+        let noun = match self.kind {
+            crate::accounting::TaskKind::Thread => "thread",
+            crate::accounting::TaskKind::Goroutine => "goroutine",
+        };
+        let verb = match self.verdict {
+            Verdict::Leak | Verdict::Inherited => "leaked (alive at exit)",
+            Verdict::Suspect => "possibly leaking (growing)",
+            Verdict::Unclosed => "alive",
+        };
+        let s = if self.alive == 1 { "" } else { "s" };
+        format!("{} {noun}{s} {verb}", self.alive)
+    }
+
+    /// "8 threads leaked (alive at exit) started at start_workers (threads.c:27) in pid 12
+    /// (svc)".
+    pub fn headline(&self, p: &ProcessReport) -> String {
+        let at = self
+            .own_frame()
+            .or(self.stack.first())
+            .map_or_else(String::new, |f| {
+                format!(" started at {}", table::frame_short(f))
+            });
+        format!("{}{at} in pid {} ({})", self.summary(), p.pid, p.comm)
+    }
+}
+
+/// The innermost own-code frame of a stack, else of the stacks that created it.
+fn own_frame<'a>(stack: &'a [Frame], created_by: &'a [Vec<Frame>]) -> Option<&'a Frame> {
+    stack
+        .iter()
+        .chain(created_by.iter().flatten())
+        .find(|f| f.own_code)
 }
 
 /// close() of a descriptor that was not open, from one call site.
@@ -367,6 +437,10 @@ pub struct Group {
     pub in_baseline: bool,
     /// Innermost frame first.
     pub stack: Vec<Frame>,
+    /// For Go: the stacks of the `go` statements that created the acquiring goroutine and its
+    /// creators, nearest first, up to one running the program's own code.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub created_by: Vec<Vec<Frame>>,
     /// Identity of the call site across snapshots (syscall, kind, source locations).
     #[serde(skip)]
     pub site: String,
@@ -382,9 +456,10 @@ impl Group {
         self.verdict.is_failure() && self.suppressed.is_none() && !self.in_baseline
     }
 
-    /// The innermost frame of the program's own code (the site to look at).
+    /// The innermost frame of the program's own code (the site to look at): in the stack,
+    /// else in the stacks that created its goroutine.
     pub fn own_frame(&self) -> Option<&Frame> {
-        self.stack.iter().find(|f| f.own_code)
+        own_frame(&self.stack, &self.created_by)
     }
 
     /// "37 socket descriptors leaked": count, kind and verdict in words.
@@ -423,7 +498,10 @@ impl Group {
     /// The innermost frame of the program's own code that has a source file: where an
     /// annotation points.
     pub fn source_frame(&self) -> Option<&Frame> {
-        self.stack.iter().find(|f| f.own_code && f.file.is_some())
+        self.stack
+            .iter()
+            .chain(self.created_by.iter().flatten())
+            .find(|f| f.own_code && f.file.is_some())
     }
 }
 
@@ -473,6 +551,7 @@ pub(crate) fn sample_report() -> Report {
         suppressed: None,
         in_baseline: false,
         stack,
+        created_by: vec![],
         site: format!("{syscall}|{kind}"),
         facts: Default::default(),
     };
@@ -597,6 +676,7 @@ pub(crate) fn sample_report() -> Report {
         pre_existing: None,
         limit_hits: vec![],
         bad_closes: vec![],
+        tasks: vec![],
         verify: None,
     };
     Report {

@@ -121,11 +121,16 @@ fn result(p: &ProcessReport, g: &Group, kinds: &[Kind]) -> serde_sarif::sarif::R
         .level(level)
         .message(Message::builder().text(g.headline(p)).build())
         .locations(result_location(p, g).into_iter().collect::<Vec<_>>())
-        .stacks(vec![
-            Stack::builder()
-                .frames(g.stack.iter().map(stack_frame).collect::<Vec<_>>())
-                .build(),
-        ])
+        .stacks(
+            std::iter::once(&g.stack)
+                .chain(&g.created_by)
+                .map(|s| {
+                    Stack::builder()
+                        .frames(s.iter().map(stack_frame).collect::<Vec<_>>())
+                        .build()
+                })
+                .collect::<Vec<_>>(),
+        )
         .properties(bag([
             ("pid", json!(p.pid)),
             ("comm", json!(p.comm)),

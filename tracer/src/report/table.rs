@@ -155,6 +155,7 @@ pub fn render(report: &Report, opts: Options) -> String {
         let pre = p.pre_existing.as_ref().is_some_and(|v| !v.is_empty());
         let mismatch = p.verify.as_ref().is_some_and(|v| v.status != "exact");
         if p.leaks.is_empty()
+            && p.tasks.is_empty()
             && p.limit_hits.is_empty()
             && p.bad_closes.is_empty()
             && !pre
@@ -196,6 +197,18 @@ pub fn findings(report: &Report) -> Vec<String> {
         if n > 0 {
             findings.push(format!("{n} {}", if n == 1 { one } else { many }));
         }
+    }
+    let tasks = report
+        .processes
+        .iter()
+        .flat_map(|p| &p.tasks)
+        .filter(|t| t.verdict.is_failure())
+        .count();
+    if tasks > 0 {
+        findings.push(format!(
+            "{tasks} {} leaking threads or goroutines",
+            if tasks == 1 { "site" } else { "sites" }
+        ));
     }
     let known = groups()
         .filter(|g| g.verdict.is_failure() && !g.fails())
@@ -335,6 +348,7 @@ fn render_process(
             );
         }
     }
+    render_tasks(out, p, paint);
     if p.leaks.is_empty() {
         return;
     }
@@ -468,6 +482,70 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
         };
         let _ = writeln!(out, "    passed from pid {}{at}", from.pid);
     }
+    render_stack(out, &g.stack, &g.created_by, paint);
+}
+
+/// Threads and goroutines alive by starting site: one line each, with the stack of those that
+/// leak.
+fn render_tasks(out: &mut String, p: &ProcessReport, paint: &dyn Fn(&str, &str) -> String) {
+    for t in &p.tasks {
+        let at = t
+            .own_frame()
+            .or(t.stack.first())
+            .map_or_else(|| "(no stack)".to_string(), frame_short);
+        let growth = t
+            .growth_per_min
+            .filter(|v| *v != 0.0)
+            .map_or(String::new(), |v| format!(", {v:+.1}/min"));
+        let summary = t.summary();
+        // Where the go statement is, when it is not the program's.
+        let by = match t.stack.first() {
+            Some(f) if !f.own_code => f
+                .function
+                .as_deref()
+                .map_or(String::new(), |f| format!(" by {f}")),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} started{by} at {at} ({} started, {} ended{growth}, oldest {})",
+            if t.verdict.is_failure() || t.verdict == Verdict::Suspect {
+                paint("1;31", &summary)
+            } else {
+                summary
+            },
+            t.started,
+            t.ended,
+            age(t.oldest_age_ms)
+        );
+        if t.verdict.is_failure() {
+            render_stack(out, &t.stack, &t.created_by, paint);
+        }
+    }
+}
+
+/// A stack with the program's own frames highlighted and library frames folded, then the
+/// stacks that created its goroutine.
+fn render_stack(
+    out: &mut String,
+    stack: &[Frame],
+    created_by: &[Vec<Frame>],
+    paint: &dyn Fn(&str, &str) -> String,
+) {
+    render_frames(out, stack, paint);
+    if stack.is_empty() {
+        let _ = writeln!(
+            out,
+            "    (no stack: stacks disabled or the stack was not captured)"
+        );
+    }
+    for creator in created_by {
+        let _ = writeln!(out, "    {}", paint("2", "created by the goroutine at:"));
+        render_frames(out, creator, paint);
+    }
+}
+
+fn render_frames(out: &mut String, stack: &[Frame], paint: &dyn Fn(&str, &str) -> String) {
     let mut folded: Vec<&Frame> = Vec::new();
     let flush = |out: &mut String, folded: &mut Vec<&Frame>| {
         if folded.is_empty() {
@@ -494,7 +572,7 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
         );
         folded.clear();
     };
-    for f in &g.stack {
+    for f in stack {
         if f.own_code {
             flush(out, &mut folded);
             let _ = writeln!(
@@ -508,12 +586,6 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
         }
     }
     flush(out, &mut folded);
-    if g.stack.is_empty() {
-        let _ = writeln!(
-            out,
-            "    (no stack: stacks disabled or the stack was not captured)"
-        );
-    }
 }
 
 /// "function (file:line)" with the file shortened.

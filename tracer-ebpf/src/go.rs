@@ -1,0 +1,173 @@
+//! Go goroutines: which goroutine acquires a descriptor, which goroutine created which (at the
+//! return of `runtime.newproc1`, a uprobe on its RET instruction: uretprobes break Go, whose
+//! stacks move) and when goroutines end (`runtime.goexit0`). Offsets come from the binary: each
+//! uprobe's cookie indexes `GO_BINARIES`, and a process's first probe hit copies its binary's
+//! layout into `GO_PROCS`, where acquisitions find it.
+use aya_ebpf::{
+    EbpfContext as _, helpers::generated::bpf_get_attach_cookie, macros::uprobe,
+    programs::ProbeContext,
+};
+use tracer_common::{GO_FRAMES, GoLayout, GoSpawnEvent, TaskExitEvent, event, task};
+
+use crate::{
+    emit::{emit, header, wakeup_flags},
+    filter::traced,
+    kmem::{kread, uread},
+    maps::{GO_BINARIES, GO_PROCS, off},
+};
+
+/// Word indexes in `struct pt_regs` of the registers Go's calling convention uses here.
+const PT_AX: usize = 10;
+const PT_R14: usize = 1;
+
+/// A process's Go layout, if it is Go.
+#[inline(always)]
+fn layout(tgid: u32) -> Option<GoLayout> {
+    // SAFETY: copy out of a valid map value.
+    unsafe { GO_PROCS.get(&tgid) }.copied()
+}
+
+/// The layout of the binary the probe is attached to, remembered for the process.
+#[inline(always)]
+fn probe_layout(ctx: &ProbeContext, tgid: u32) -> Option<GoLayout> {
+    if let Some(l) = layout(tgid) {
+        return Some(l);
+    }
+    // SAFETY: the helper reads the cookie of the running uprobe.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let l = *GO_BINARIES.get(cookie)?;
+    if l.tls_g == 0 {
+        return None;
+    }
+    let _ = GO_PROCS.insert(&tgid, &l, 0);
+    Some(l)
+}
+
+/// The goroutine a g0 (system stack) runs for: its m's current goroutine.
+#[inline(always)]
+fn user_g(l: &GoLayout, g: u64) -> u64 {
+    let Some(m) = uread::<u64>(g + l.g_m as u64) else {
+        return g;
+    };
+    match uread::<u64>(m + l.m_g0 as u64) {
+        Some(g0) if g0 == g => uread::<u64>(m + l.m_curg as u64).unwrap_or(0),
+        _ => g,
+    }
+}
+
+/// The id of the goroutine the current thread runs (0: not Go, or none).
+#[inline(always)]
+pub fn current_goid(tgid: u32, task: u64) -> u64 {
+    let Some(l) = layout(tgid) else {
+        return 0;
+    };
+    let Some(fs) = kread::<u64>(task, off!(task_fsbase)) else {
+        return 0;
+    };
+    // A thread before the runtime set its TLS, or a C thread without a g, holds none.
+    let g = match uread::<u64>(fs.wrapping_add(l.tls_g as u64)) {
+        Some(g) if g != 0 => user_g(&l, g),
+        _ => return 0,
+    };
+    if g == 0 {
+        return 0;
+    }
+    uread::<u64>(g + l.g_goid as u64).unwrap_or(0)
+}
+
+/// A saved register of the probed thread.
+#[inline(always)]
+fn reg(ctx: &ProbeContext, index: usize) -> u64 {
+    // SAFETY: the context is the probed thread's `struct pt_regs`.
+    unsafe { *(ctx.regs as *const u64).add(index) }
+}
+
+/// At the RET of `runtime.newproc1`: RAX is the new g, R14 the thread's g0 (the creator is
+/// parked in `systemstack`, its state saved in its `sched`).
+#[uprobe]
+pub fn go_spawn(ctx: ProbeContext) -> u32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if !traced(tgid) {
+        return 0;
+    }
+    let Some(l) = probe_layout(&ctx, tgid) else {
+        return 0;
+    };
+    let newg = reg(&ctx, PT_AX);
+    let Some(goid) = uread::<u64>(newg + l.g_goid as u64) else {
+        return 0;
+    };
+    let g0 = reg(&ctx, PT_R14);
+    let creator = uread::<u64>(g0 + l.g_m as u64)
+        .and_then(|m| uread::<u64>(m + l.m_curg as u64))
+        .unwrap_or(0);
+    let parent = if l.g_parent_goid != 0 {
+        uread::<u64>(newg + l.g_parent_goid as u64).unwrap_or(0)
+    } else if creator != 0 {
+        uread::<u64>(creator + l.g_goid as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    let bp = if creator != 0 {
+        uread::<u64>(creator + l.g_sched_bp as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    emit::<GoSpawnEvent>(
+        |ev| {
+            // SAFETY: writes stay inside the reserved record.
+            unsafe {
+                (*ev).header = header(event::GO_SPAWN, tgid);
+                (*ev).goid = goid;
+                (*ev).parent_goid = parent;
+                // The creator's stack from its saved frame pointer (Go keeps frame pointers).
+                let mut bp = bp;
+                let mut n = 0;
+                while n < GO_FRAMES && bp != 0 {
+                    match (uread::<u64>(bp + 8), uread::<u64>(bp)) {
+                        (Some(pc), Some(next)) if pc != 0 => {
+                            (*ev).pcs[n] = pc;
+                            n += 1;
+                            bp = next;
+                        }
+                        _ => break,
+                    }
+                }
+                (*ev).n = n as u32;
+                (*ev)._pad = 0;
+            }
+        },
+        wakeup_flags(),
+    );
+    0
+}
+
+/// At the entry of `runtime.goexit0`: RAX is the goroutine that ended.
+#[uprobe]
+pub fn go_exit(ctx: ProbeContext) -> u32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if !traced(tgid) {
+        return 0;
+    }
+    let Some(l) = probe_layout(&ctx, tgid) else {
+        return 0;
+    };
+    let Some(goid) = uread::<u64>(reg(&ctx, PT_AX) + l.g_goid as u64) else {
+        return 0;
+    };
+    emit::<TaskExitEvent>(
+        |ev| {
+            // SAFETY: `ev` is the reserved record.
+            unsafe {
+                ev.write(TaskExitEvent {
+                    header: header(event::TASK_EXIT, tgid),
+                    id: goid,
+                    kind: task::GOROUTINE,
+                    group_exit: 0,
+                })
+            }
+        },
+        wakeup_flags(),
+    );
+    0
+}
