@@ -133,6 +133,8 @@ const LIBRARY_SOURCE_MARKERS: &[&str] = &[
     "/usr/lib/go",
     "/usr/local/go/",
     "/go/pkg/mod/",
+    // Debian's Go library packages (golang-*-dev).
+    "/usr/share/gocode/",
     "/usr/include/",
     "/usr/lib/gcc/",
 ];
@@ -230,6 +232,11 @@ mod tests {
         assert!(!is_own_code(&frame(
             "os.OpenFile",
             Some("/usr/lib/go-1.19/src/os/file.go"),
+            "/tmp/goleak"
+        )));
+        assert!(!is_own_code(&frame(
+            "github.com/lib/pq.dial",
+            Some("/usr/share/gocode/src/github.com/lib/pq/conn.go"),
             "/tmp/goleak"
         )));
         assert!(is_own_code(&frame(

@@ -2,8 +2,9 @@
 //!
 //! `setup` installs what building and testing tracer needs (idempotent: nothing already present
 //! is rebuilt): the nightly toolchain's rust-src, bpf-linker linked against nightly's own LLVM,
-//! gcc and Go (Debian packages) for the C and Go test programs, and chromium (Debian package)
-//! for the HTML report's browser test.
+//! gcc and Go (Debian packages) for the C and Go test programs, PostgreSQL and Go's lib/pq
+//! (Debian packages) for the database demos, and chromium (Debian package) for the HTML
+//! report's browser test.
 use std::{
     env,
     ffi::OsStr,
@@ -34,7 +35,8 @@ enum Task {
     Demo {
         /// Demo name: file-leak, file-fixed, http-leak, http-fixed, socket-leak, socket-fixed,
         /// pipe-leak, pipe-fixed, dup-leak, dup-fixed, exec-inherit, exec-fixed, stress,
-        /// go-file-leak, go-file-fixed, go-http-leak, go-http-fixed, c-leaky.
+        /// go-file-leak, go-file-fixed, go-http-leak, go-http-fixed, c-leaky, db-leak, db-fixed
+        /// (Go with lib/pq against a throwaway PostgreSQL cluster).
         name: String,
         /// Extra arguments for the demo (e.g. -- --count 20).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -215,7 +217,8 @@ fn apt_get(args: &[&str]) -> Command {
 
 /// A tool the tests and demos need, from a Debian package.
 struct Tool {
-    /// How to tell it is installed: a program on PATH, or an absolute path.
+    /// How to tell it is installed: a program on PATH, or an absolute path (one `*` component
+    /// matches any directory: a version).
     probe: &'static str,
     package: &'static str,
     /// What needs it (said when it is missing).
@@ -240,6 +243,16 @@ const TOOLS: &[Tool] = &[
         needed_by: "the Go demos and their tests",
     },
     Tool {
+        probe: "/usr/lib/postgresql/*/bin/initdb",
+        package: "postgresql",
+        needed_by: "the database demos (db-leak, db-fixed) and their tests",
+    },
+    Tool {
+        probe: "/usr/share/gocode/src/github.com/lib/pq/go.mod",
+        package: "golang-github-lib-pq-dev",
+        needed_by: "the database demos (Go's lib/pq driver, built offline)",
+    },
+    Tool {
         probe: "/usr/bin/chromium",
         package: "chromium",
         needed_by: "the HTML report's browser test",
@@ -258,10 +271,14 @@ const TOOLS: &[Tool] = &[
 
 impl Tool {
     fn present(&self) -> bool {
-        if self.probe.starts_with('/') {
-            Path::new(self.probe).is_file()
-        } else {
-            have(self.probe)
+        match self.probe.split_once("/*/") {
+            Some((dir, rest)) => fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().join(rest).is_file()),
+            None if self.probe.starts_with('/') => Path::new(self.probe).is_file(),
+            None => have(self.probe),
         }
     }
 }
@@ -489,19 +506,31 @@ fn build_programs() -> Result<()> {
                 .arg(root().join(src_dir).join(src)))?;
         }
     }
-    for demo in go_programs {
+    // The database demos are a module of their own: it needs Debian's lib/pq sources.
+    let lib_pq = Path::new("/usr/share/gocode/src/github.com/lib/pq/go.mod").is_file();
+    let go_builds = go_programs
+        .iter()
+        .map(|demo| ("demos/go", *demo, true))
+        .chain(["db-leak", "db-fixed"].map(|demo| ("demos/go/db", demo, lib_pq)));
+    for (module, demo, sources) in go_builds {
         let bin = out.join(format!("go-{demo}"));
         let _ = fs::remove_file(&bin);
-        if !have("go") {
-            eprintln!("build: go not available: go-{demo} not built");
+        if !have("go") || !sources {
+            let missing = if sources {
+                "go"
+            } else {
+                "golang-github-lib-pq-dev"
+            };
+            eprintln!("build: {missing} not available: go-{demo} not built");
             continue;
         }
         run(Command::new("go")
-            .current_dir(root().join("demos/go"))
+            .current_dir(root().join(module))
             .args(["build", "-o"])
             .arg(&bin)
             .arg(format!("./{demo}"))
             .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
             .env("GOTOOLCHAIN", "local"))?;
     }
     Ok(())
@@ -520,6 +549,9 @@ fn tracer_command() -> Command {
 }
 
 fn demo(name: &str, args: &[String]) -> Result<()> {
+    if let Some(db_demo) = ["db-leak", "db-fixed"].into_iter().find(|d| *d == name) {
+        return db_demo_run(db_demo, args);
+    }
     let mut cmd = tracer_command();
     cmd.args(["run", "--"]);
     if let Some(variant) = name.strip_prefix("python-") {
@@ -556,6 +588,77 @@ fn demo(name: &str, args: &[String]) -> Result<()> {
         bail!("tracer failed");
     }
     Ok(())
+}
+
+/// `demo db-leak`, `demo db-fixed`: a throwaway PostgreSQL cluster, the Go demo under `tracer
+/// run` against it (10 lookups, unbounded pool, unless told otherwise), the cluster stopped
+/// whatever happens (Ctrl-C reaches the demo and tracer; this process waits for them).
+fn db_demo_run(name: &str, args: &[String]) -> Result<()> {
+    let program = programs_dir().join(format!("go-{name}"));
+    if !program.is_file() {
+        bail!(
+            "{} was not built (it needs golang-go and golang-github-lib-pq-dev)",
+            program.display()
+        );
+    }
+    let cluster = pgcluster::Cluster::start().context("starting a throwaway PostgreSQL")?;
+    eprintln!(
+        "demo: PostgreSQL (postmaster pid {}) on 127.0.0.1:{}, socket in {}",
+        cluster.postmaster_pid(),
+        cluster.port(),
+        cluster.socket_dir().display()
+    );
+    let mut cmd = tracer_command();
+    cmd.args(["run", "--"]).arg(&program);
+    cmd.arg("--dsn").arg(cluster.tcp_dsn());
+    if args.is_empty() {
+        cmd.args(["--count", "10"]);
+    }
+    cmd.args(args);
+    eprintln!("demo: {cmd:?}");
+    let status = {
+        let _interrupts = KeepRunning::on_interrupt();
+        cmd.status().context("running tracer")
+    };
+    drop(cluster);
+    if status?.code() == Some(125) {
+        bail!("tracer failed");
+    }
+    Ok(())
+}
+
+/// While alive, SIGINT and SIGTERM do not end this process (they still reach the children,
+/// whose handlers are their own): cleanup after them runs.
+struct KeepRunning {
+    previous: [libc::sigaction; 2],
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+impl KeepRunning {
+    fn on_interrupt() -> Self {
+        // SAFETY: installs a handler that does nothing (async-signal-safe); a handler, unlike
+        // SIG_IGN, is not inherited across exec.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: [libc::sigaction; 2] = std::mem::zeroed();
+            for (i, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+                libc::sigaction(sig, &action, &mut previous[i]);
+            }
+            Self { previous }
+        }
+    }
+}
+
+impl Drop for KeepRunning {
+    fn drop(&mut self) {
+        for (i, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+            // SAFETY: restores the dispositions saved in on_interrupt.
+            unsafe { libc::sigaction(sig, &self.previous[i], std::ptr::null_mut()) };
+        }
+    }
 }
 
 /// Where the tests note what they skipped (see tests/common: `skip`).
