@@ -15,7 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    enrich::{Kind, Resource, SocketInfo},
+    enrich::{Kind, Peer, Resource, SocketInfo},
     health::Reconciled,
 };
 
@@ -120,6 +120,9 @@ pub struct Acquisition {
     pub ts_ns: u64,
     /// For a descriptor received from another process: who sent it.
     pub from: Option<Sender>,
+    /// For a socket: the process holding its other end, as last seen ([`Change::Peer`]).
+    #[serde(skip)]
+    pub peer: Option<Peer>,
     /// Held descriptors referring to this acquisition (across processes after fork).
     #[serde(skip)]
     refs: u32,
@@ -136,6 +139,7 @@ impl Acquisition {
             resource,
             ts_ns,
             from: None,
+            peer: None,
             refs: 0,
             passed: false,
         }
@@ -362,6 +366,11 @@ pub enum Change {
     },
     Verified(u32, Box<Verification>),
     Socket(u64, Box<SocketInfo>),
+    /// Who holds the other end of socket acquisition `seq` now (None: nobody on this machine).
+    Peer {
+        seq: u64,
+        peer: Option<Box<Peer>>,
+    },
     MarkPassed(u64),
     Fork {
         parent: u32,
@@ -500,6 +509,11 @@ impl Accounting {
                 }) = self.acqs.get_mut(&seq)
                 {
                     *i = *info;
+                }
+            }
+            Change::Peer { seq, peer } => {
+                if let Some(a) = self.acqs.get_mut(&seq) {
+                    a.peer = peer.map(|p| *p);
                 }
             }
             Change::Unlinked(seq) => self.unlinked(seq),

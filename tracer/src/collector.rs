@@ -29,6 +29,7 @@ use crate::{
     events::{self, Event, c_str},
     health::{Counters, Health, Stats},
     memo::Memo,
+    peers::{self, Candidate},
     probes::{ProbeOptions, Probes},
     procfs,
     procmaps::{FileId, ProcMaps},
@@ -83,6 +84,8 @@ pub struct State {
     next_sample_ns: u64,
     /// The kernel's map by process, walked once per drain when records were lost.
     scan: Option<HashMap<u32, Vec<(u32, FdEntry)>>>,
+    /// When the peers of held sockets are looked up next.
+    next_peers_ns: u64,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -93,6 +96,12 @@ const TOTALS_NS: u64 = 1_000_000_000;
 
 /// Interval between samples of the descriptor counts (for the timeline).
 const SAMPLE_NS: u64 = 100_000_000;
+
+/// Interval between lookups of who holds the other end of the sockets held.
+const PEERS_NS: u64 = 1_000_000_000;
+
+/// Sockets younger than this are not looked up yet (a server accepts, and maybe forks, first).
+const PEER_AFTER_NS: u64 = 250_000_000;
 
 /// Acquisition ids of descriptors adopted at attach (kernel ids stay far below).
 const PRE_EXISTING_SEQ: u64 = 1 << 63;
@@ -175,6 +184,7 @@ impl Collector {
                 io_pending: HashMap::new(),
                 next_sample_ns: 0,
                 scan: None,
+                next_peers_ns: 0,
             },
         })
     }
@@ -205,6 +215,13 @@ impl Collector {
                     let mut c = lock(&collector);
                     c.drain();
                     c.state.stats.collector_cpu_ns = thread_cpu_ns();
+                    let due = c.state.peers_due();
+                    drop(c);
+                    // Looked up without holding the collector: live views build meanwhile.
+                    if let Some(candidates) = due {
+                        let found = peers::resolve(&candidates);
+                        lock(&collector).state.note_peers(found);
+                    }
                 }
             })
             .context("starting the collector thread")?;
@@ -326,6 +343,9 @@ impl Collector {
             .filter(|p| !p.exited())
             .map(|p| p.pid)
             .collect();
+        let held = self.state.peer_candidates(crate::probes::monotonic_ns());
+        let found = peers::resolve(&held);
+        self.state.note_peers(found);
         for pid in live {
             self.state.reconcile(pid, false);
             if procfs::check_pid(pid).is_err() {
@@ -768,6 +788,63 @@ impl State {
             let mut info = info.clone();
             f(&mut info);
             self.acct.apply(Change::Socket(seq, Box::new(info)));
+        }
+    }
+
+    /// The sockets whose peers are due for a lookup (every [`PEERS_NS`]), if any.
+    fn peers_due(&mut self) -> Option<Vec<Candidate>> {
+        let now = crate::probes::monotonic_ns();
+        if now < self.next_peers_ns {
+            return None;
+        }
+        self.next_peers_ns = now + PEERS_NS;
+        let held = self.peer_candidates(now.saturating_sub(PEER_AFTER_NS));
+        (!held.is_empty()).then_some(held)
+    }
+
+    /// Sockets held by live processes since `before` (CLOCK_MONOTONIC ns) that may have a
+    /// peer on this machine: unix sockets, and TCP sockets with a peer address. One per
+    /// acquisition (a socket shared after fork is looked up once).
+    fn peer_candidates(&self, before: u64) -> Vec<Candidate> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for p in self.acct.processes().into_iter().filter(|p| !p.exited()) {
+            for (&fd, held) in &p.open {
+                let Some(acq) = self.acct.acquisition(held.seq) else {
+                    continue;
+                };
+                let Resource::Socket(info) = &acq.resource else {
+                    continue;
+                };
+                let unix = i32::from(info.family) == libc::AF_UNIX;
+                let tcp = matches!(i32::from(info.family), libc::AF_INET | libc::AF_INET6)
+                    && i32::from(info.ty & 0xf) == libc::SOCK_STREAM
+                    && info.peer.is_some();
+                if (unix || tcp) && acq.ts_ns <= before && seen.insert(held.seq) {
+                    out.push(Candidate {
+                        pid: p.pid,
+                        fd,
+                        seq: held.seq,
+                        unix,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Journals the peers found that changed.
+    fn note_peers(&mut self, found: Vec<(u64, Option<enrich::Peer>)>) {
+        for (seq, peer) in found {
+            let Some(acq) = self.acct.acquisition(seq) else {
+                continue; // released meanwhile
+            };
+            if acq.peer != peer {
+                self.acct.apply(Change::Peer {
+                    seq,
+                    peer: peer.map(Box::new),
+                });
+            }
         }
     }
 

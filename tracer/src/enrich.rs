@@ -158,6 +158,24 @@ impl fmt::Display for SocketInfo {
     }
 }
 
+/// The process holding the other end of a socket, on this machine (lsfd's ENDPOINTS): seen
+/// while both ends were open.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Peer {
+    pub pid: u32,
+    pub comm: String,
+    /// Its command line, arguments joined by spaces (servers put their state there:
+    /// `postgres: app db 127.0.0.1(5555) idle in transaction`).
+    pub cmdline: String,
+}
+
+impl fmt::Display for Peer {
+    /// `postgres[1234] "postgres: app db 127.0.0.1(5555) idle"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}] {:?}", self.comm, self.pid, self.cmdline)
+    }
+}
+
 /// What a descriptor refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resource {

@@ -17,6 +17,7 @@ mod health;
 mod memo;
 mod modes;
 mod output;
+mod peers;
 mod probes;
 mod procfs;
 mod procmaps;

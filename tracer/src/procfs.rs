@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     fs,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     path::PathBuf,
 };
 
@@ -266,6 +266,11 @@ fn parse_inet_line(line: &str, family: u16, ty: u16) -> Option<(u64, SocketInfo)
 
 /// `ADDR:PORT` in the kernel's hex (network-order words) to `ip:port`.
 fn parse_hex_addr(s: &str) -> Option<String> {
+    parse_hex_socket(s).map(|a| a.to_string())
+}
+
+/// `ADDR:PORT` in the kernel's hex (network-order words), as a socket address.
+fn parse_hex_socket(s: &str) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let words: Vec<u32> = (0..addr.len() / 8)
@@ -273,16 +278,79 @@ fn parse_hex_addr(s: &str) -> Option<String> {
         .collect::<Option<_>>()?;
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     Some(match bytes.len() {
-        4 => format!(
-            "{}:{port}",
-            Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
-        ),
+        4 => SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]),
+            port,
+        )),
         16 => {
             let octets: [u8; 16] = bytes.try_into().ok()?;
-            format!("[{}]:{port}", Ipv6Addr::from(octets))
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(octets), port, 0, 0))
         }
         _ => return None,
     })
+}
+
+/// A TCP socket of a network namespace: its addresses and inode (0 for a connection no
+/// process holds yet: not accepted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub ino: u64,
+}
+
+/// Every TCP socket (IPv4 and IPv6) of `pid`'s network namespace, from
+/// `/proc/PID/net/tcp{,6}`; IPv4-mapped IPv6 addresses as IPv4, so both ends of a connection
+/// between the two families compare equal.
+pub fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let mut out = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(ino)) = (
+                f.get(1).and_then(|s| parse_hex_socket(s)),
+                f.get(2).and_then(|s| parse_hex_socket(s)),
+                f.get(9).and_then(|s| s.parse().ok()),
+            ) else {
+                continue;
+            };
+            out.push(TcpSocket {
+                local: canonical(local),
+                remote: canonical(remote),
+                ino,
+            });
+        }
+    }
+    out
+}
+
+/// The inode of the socket `pid` holds as descriptor `fd`, if it is a socket.
+pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
+    let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    bracketed(target.to_str()?, "socket:[")
+}
+
+/// The process's command line, its arguments joined by spaces (as `ps` shows it).
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some(args.join(" ").trim_end().to_string())
+}
+
+/// When the process started (clock ticks since boot, field 22 of /proc/PID/stat).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    // After "pid (comm) ", field 3 (state) is the first.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// `Num RefCount Protocol Flags Type St Inode [Path]` of /proc/net/unix.
@@ -347,6 +415,28 @@ mod tests {
             (ino, s.to_string()),
             (4242, "unix stream /run/x.sock".to_string())
         );
+    }
+
+    #[test]
+    fn reads_tcp_tables_and_identities() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let me = std::process::id();
+        let fd = |s: &dyn std::os::fd::AsRawFd| s.as_raw_fd() as u32;
+        let ino = socket_inode(me, fd(&client)).unwrap();
+        let table = tcp_sockets(me);
+        let mine = table.iter().find(|s| s.ino == ino).unwrap();
+        assert_eq!(mine.local, client.local_addr().unwrap());
+        assert_eq!(mine.remote, server.local_addr().unwrap());
+        assert_eq!(
+            parse_hex_socket("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert!(cmdline(me).unwrap().contains("tracer"));
+        assert!(start_time(me).unwrap() > 0);
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(socket_inode(me, fd(&file)), None);
     }
 
     #[test]

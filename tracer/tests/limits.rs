@@ -90,8 +90,11 @@ fn a_million_descriptors_keep_tracer_bounded_and_drops_counted() {
         .iter()
         .map(|p| p["verify"]["missing"].as_u64().unwrap_or(0))
         .sum();
+    // Less what the bomb opened (or inherited) and closed again while the table was full: the
+    // ends of each child's socket pair that parent and child drop after the fork (a few per
+    // child), counted, no longer open.
     assert!(
-        missing >= fd_map_full,
+        missing <= fd_map_full && fd_map_full - missing <= 1000,
         "missing {missing}, fd_map_full {fd_map_full}"
     );
     assert!(

@@ -9,13 +9,13 @@ use std::{
 use tracer_common::{syscall as sys, tcp_state::CLOSE_WAIT};
 
 use super::{
-    BadClose, Drops, EventTotals, Group, LimitHit, PassedFrom, PreExisting, ProcessReport, Report,
-    TaskGroup, Timeline, Verdict, VerifyReport,
+    BadClose, Drops, EventTotals, Group, HeldAges, LimitHit, PassedFrom, PeerSockets, PreExisting,
+    ProcessReport, Report, TaskGroup, Timeline, Verdict, VerifyReport,
     verdict::{self, Facts, Origin, Policy},
 };
 use crate::{
     accounting::{Accounting, ChainId, Counts, GroupKey, Process, SiteId, TaskKind},
-    enrich::{Kind, Resource},
+    enrich::{Kind, Peer, Resource},
     frames::{Frame, source_location, symbolize_stack},
     health::Health,
     probes::syscalls,
@@ -28,6 +28,9 @@ const MAX_RESOURCES: usize = 1000;
 
 /// Most distinct senders listed per group.
 const MAX_SENDERS: usize = 16;
+
+/// Most distinct peer processes listed per group.
+const MAX_PEERS: usize = 1000;
 
 /// What a run says about itself besides its accounting.
 #[derive(Clone, Debug, Default)]
@@ -159,6 +162,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 resource: acq.resource.to_string(),
                 close_wait: matches!(&acq.resource, Resource::Socket(info)
                     if matches!(info.state, Some((CLOSE_WAIT, _)))),
+                peer: acq.peer.clone(),
             });
         } else if fd >= FIRST_REPORTED_FD {
             let origin = if held.across_exec {
@@ -176,22 +180,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
     }
     // ...then merged by source location: copies of one call (unrolled loops, inlined twice)
     // are one site to the reader.
-    struct Merged {
-        kind: Kind,
-        syscall: u16,
-        stack: Vec<Frame>,
-        created_by: Vec<Vec<Frame>>,
-        fds: Vec<u32>,
-        seqs: BTreeSet<u64>,
-        resources: BTreeSet<String>,
-        oldest_ns: u64,
-        counts: Counts,
-        close_wait: u64,
-        close_wait_since: u64,
-        origin: Origin,
-        passed_from: BTreeSet<PassedFrom>,
-    }
-    let mut merged: BTreeMap<(u16, Kind, Origin, Vec<String>), Merged> = BTreeMap::new();
+    let mut merged: BTreeMap<MergeKey, Merged> = BTreeMap::new();
     for ((key, origin), fds) in by_key {
         let stack = b.site_stack(key.site);
         let created_by = b.chain_stacks(key.chain);
@@ -215,6 +204,8 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 counts: Counts::default(),
                 close_wait: 0,
                 close_wait_since: u64::MAX,
+                ages_ms: Vec::new(),
+                peers: BTreeMap::new(),
             });
         let c = p.groups.get(&key).copied().unwrap_or_default();
         m.counts.acquired += c.acquired;
@@ -231,6 +222,12 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 m.resources.insert(acq.resource.to_string());
             }
             m.oldest_ns = m.oldest_ns.min(acq.ts_ns);
+            m.ages_ms.push(end_ns.saturating_sub(acq.ts_ns) / 1_000_000);
+            if let Some(peer) = &acq.peer
+                && (m.peers.len() < MAX_PEERS || m.peers.contains_key(peer))
+            {
+                m.peers.entry(peer.clone()).or_default().push(fd);
+            }
             if let Some(from) = acq.from
                 && m.passed_from.len() < MAX_SENDERS
             {
@@ -254,11 +251,21 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
             });
         }
     }
+    merge_cut_short(&mut merged);
     let mut leaks: Vec<Group> = merged
         .into_iter()
         .map(|((_, _, _, signature), mut m)| {
             m.fds.sort_unstable();
             let calls = m.seqs.len() as u64;
+            let mut peers: Vec<PeerSockets> = m
+                .peers
+                .into_iter()
+                .map(|(peer, mut fds)| {
+                    fds.sort_unstable();
+                    PeerSockets { peer, fds }
+                })
+                .collect();
+            peers.sort_by_key(|p| p.fds.first().copied());
             Group {
                 kind: m.kind,
                 count: m.fds.len() as u64,
@@ -270,6 +277,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                 resources: m.resources.into_iter().collect(),
                 syscall: syscalls::name(m.syscall).to_string(),
                 oldest_age_ms: end_ns.saturating_sub(m.oldest_ns) / 1_000_000,
+                age_ms: HeldAges::of(m.ages_ms),
                 verdict: Verdict::Unclosed,
                 facts: Facts {
                     origin: m.origin,
@@ -283,6 +291,7 @@ fn process_report(p: &Process, b: &mut Building<'_>) -> ProcessReport {
                     .then(|| end_ns.saturating_sub(m.close_wait_since) / 1_000_000),
                 growth_per_min: None,
                 passed_from: m.passed_from.into_iter().collect(),
+                peers,
                 suppressed: None,
                 in_baseline: false,
                 stack: m.stack,
@@ -374,11 +383,69 @@ fn started_by_program(kind: TaskKind, stack: &[Frame], created_by: &[Vec<Frame>]
     }
 }
 
+/// What outstanding descriptors are merged by: syscall, kind, origin, and the stack's source
+/// locations.
+type MergeKey = (u16, Kind, Origin, Vec<String>);
+
+/// The outstanding descriptors of one site, being merged.
+struct Merged {
+    kind: Kind,
+    syscall: u16,
+    stack: Vec<Frame>,
+    created_by: Vec<Vec<Frame>>,
+    fds: Vec<u32>,
+    seqs: BTreeSet<u64>,
+    resources: BTreeSet<String>,
+    oldest_ns: u64,
+    counts: Counts,
+    close_wait: u64,
+    close_wait_since: u64,
+    origin: Origin,
+    passed_from: BTreeSet<PassedFrom>,
+    ages_ms: Vec<u64>,
+    peers: BTreeMap<Peer, Vec<u32>>,
+}
+
+impl Merged {
+    /// Takes `other`'s descriptors and counts (the same site).
+    fn absorb(&mut self, other: Merged) {
+        self.fds.extend(other.fds);
+        self.seqs.extend(other.seqs);
+        for r in other.resources {
+            if self.resources.len() >= MAX_RESOURCES {
+                break;
+            }
+            self.resources.insert(r);
+        }
+        self.oldest_ns = self.oldest_ns.min(other.oldest_ns);
+        self.counts.acquired += other.counts.acquired;
+        self.counts.released += other.counts.released;
+        self.counts.inherited += other.counts.inherited;
+        self.close_wait += other.close_wait;
+        self.close_wait_since = self.close_wait_since.min(other.close_wait_since);
+        for from in other.passed_from {
+            if self.passed_from.len() >= MAX_SENDERS {
+                break;
+            }
+            self.passed_from.insert(from);
+        }
+        self.ages_ms.extend(other.ages_ms);
+        for (peer, fds) in other.peers {
+            if self.peers.len() < MAX_PEERS || self.peers.contains_key(&peer) {
+                self.peers.entry(peer).or_default().extend(fds);
+            }
+        }
+    }
+}
+
+/// Separates a signature's stack from its creators' stacks.
+const CREATED_BY: &str = "created by";
+
 /// A site's identity in source terms: its stack's locations, then its creators'.
 fn signature(stack: &[Frame], created_by: &[Vec<Frame>]) -> Vec<String> {
     let mut sig: Vec<String> = stack.iter().map(source_location).collect();
     for creator in created_by {
-        sig.push("created by".into());
+        sig.push(CREATED_BY.into());
         sig.extend(creator.iter().map(source_location));
     }
     sig
@@ -449,6 +516,50 @@ fn task_groups(p: &Process, end_ns: u64, b: &mut Building<'_>) -> Vec<TaskGroup>
     }
     groups.sort_by_key(|g| std::cmp::Reverse((g.verdict.is_failure(), g.alive)));
     groups
+}
+
+/// A stack cut short (its copy ended before the thread's first frame: a goroutine's stack
+/// followed by an absent page) is the beginning of the whole one: it is merged into the one
+/// longest stack of the same syscall, kind, origin and creators that it begins, when there is
+/// exactly one and the cut stack already reaches the program's own code (so the site shown is
+/// the same).
+fn merge_cut_short(merged: &mut BTreeMap<MergeKey, Merged>) {
+    // A signature's own stack, and its creators' part (from the "created by" marker).
+    let parts = |k: &MergeKey| {
+        let at =
+            k.3.iter()
+                .position(|l| l == CREATED_BY)
+                .unwrap_or(k.3.len());
+        (k.3[..at].to_vec(), k.3[at..].to_vec())
+    };
+    let extends = |a: &MergeKey, b: &MergeKey| {
+        let ((a_stack, a_creators), (b_stack, b_creators)) = (parts(a), parts(b));
+        (a.0, a.1, a.2) == (b.0, b.1, b.2)
+            && a_creators == b_creators
+            && b_stack.len() > a_stack.len()
+            && b_stack.starts_with(&a_stack)
+    };
+    let keys: Vec<&MergeKey> = merged.keys().collect();
+    let mut moves = Vec::new();
+    for &key in &keys {
+        if !merged[key].stack.iter().any(|f| f.own_code) {
+            continue;
+        }
+        let longer: Vec<&MergeKey> = keys.iter().copied().filter(|k| extends(key, k)).collect();
+        let mut whole = longer
+            .iter()
+            .filter(|k| !longer.iter().any(|other| extends(k, other)));
+        if let (Some(&into), None) = (whole.next(), whole.next()) {
+            moves.push((key.clone(), into.clone()));
+        }
+    }
+    for (from, into) in moves {
+        if let Some(cut) = merged.remove(&from)
+            && let Some(whole) = merged.get_mut(&into)
+        {
+            whole.absorb(cut);
+        }
+    }
 }
 
 /// Where a report gets the frames of its call sites.
@@ -583,6 +694,137 @@ mod tests {
         );
         assert!(r.has_leak());
         assert!(!build(sample_accounting(5, 1), 6).has_leak());
+    }
+
+    #[test]
+    fn sockets_grouped_by_peer_with_held_ages() {
+        let mut a = Accounting::default();
+        let key = GroupKey {
+            site: None,
+            syscall: sys::SOCKET,
+            chain: None,
+        };
+        let peer = |pid| Peer {
+            pid,
+            comm: "postgres".into(),
+            cmdline: format!("postgres: app db 127.0.0.1({pid}) idle"),
+        };
+        for i in 0..4u64 {
+            let sock = Resource::Socket(Default::default());
+            let acq = Acquisition::new(key, Kind::Socket, sock, (1 + i) * 1_000_000_000);
+            acquire(&mut a, &[3 + i as i32], 10 + i, acq);
+        }
+        // Two sockets to one backend, one to another, one without a peer on this machine.
+        for (seq, pid) in [(10, 500), (11, 501), (12, 500)] {
+            a.apply(Change::Peer {
+                seq,
+                peer: Some(Box::new(peer(pid))),
+            });
+        }
+        a.apply(Change::Peer {
+            seq: 13,
+            peer: None,
+        });
+        a.apply(Change::Exit {
+            pid: 10,
+            status: 0,
+            ts_ns: 11_000_000_000,
+        });
+        let r = build(a, 2);
+        let g = &r.processes[0].leaks[0];
+        assert_eq!(g.count, 4);
+        let peers: Vec<(u32, Vec<u32>)> = g
+            .peers
+            .iter()
+            .map(|p| (p.peer.pid, p.fds.clone()))
+            .collect();
+        assert_eq!(peers, vec![(500, vec![3, 5]), (501, vec![4])]);
+        // Held 10, 9, 8 and 7 s at exit.
+        assert_eq!(
+            g.age_ms,
+            HeldAges {
+                p50: 8000,
+                max: 10_000
+            }
+        );
+        assert_eq!(g.oldest_age_ms, 10_000);
+    }
+
+    #[test]
+    fn a_stack_cut_short_joins_the_one_whole_stack_it_begins() {
+        let frame = |function: &str, own_code| Frame {
+            address: "0x1".into(),
+            offset: "0x1".into(),
+            function: Some(function.into()),
+            file: Some(format!("/src/{function}.go")),
+            line: Some(1),
+            module: "/bin/app".into(),
+            inlined: false,
+            own_code,
+        };
+        let stack = |names: &[&str]| -> Vec<Frame> {
+            names
+                .iter()
+                .map(|n| frame(n, n.starts_with("main.")))
+                .collect()
+        };
+        let sites = HashMap::from([
+            (
+                0,
+                stack(&[
+                    "syscall.socket",
+                    "main.queryUser",
+                    "main.run",
+                    "runtime.goexit",
+                ]),
+            ),
+            (1, stack(&["syscall.socket", "main.queryUser", "main.run"])),
+            (
+                2,
+                stack(&[
+                    "syscall.socket",
+                    "main.queryUser",
+                    "main.other",
+                    "runtime.goexit",
+                ]),
+            ),
+            // Begins two whole stacks: which one it was is unknown.
+            (3, stack(&["syscall.socket", "main.queryUser"])),
+            // Cut before the program's own code.
+            (4, stack(&["syscall.socket"])),
+        ]);
+        let mut a = Accounting::default();
+        let mut fd = 3;
+        for (site, n) in [(0, 2), (1, 1), (2, 1), (3, 1), (4, 1)] {
+            for _ in 0..n {
+                let key = GroupKey {
+                    site: Some(site),
+                    syscall: sys::SOCKET,
+                    chain: None,
+                };
+                let sock = Resource::Socket(Default::default());
+                let acq = Acquisition::new(key, Kind::Socket, sock, 0);
+                acquire(&mut a, &[fd], fd as u64, acq);
+                fd += 1;
+            }
+        }
+        let snap = Snapshot {
+            acct: a,
+            stacks: Stacks::Recorded(Arc::new(sites)),
+            health: Health::default(),
+            run: RunFacts::default(),
+        };
+        let r = Report::build(&snap, &Policy::new(2, None), &mut Symbolizer::default());
+        let mut groups: Vec<(usize, u64)> = r.processes[0]
+            .leaks
+            .iter()
+            .map(|g| (g.stack.len(), g.count))
+            .collect();
+        groups.sort_unstable();
+        // Sites 0 and 1 as one (3 sockets); 2, 3 and 4 on their own.
+        assert_eq!(groups, vec![(1, 1), (2, 1), (4, 1), (4, 3)]);
+        let whole = r.processes[0].leaks.iter().find(|g| g.count == 3).unwrap();
+        assert_eq!((whole.acquired, whole.fds.clone()), (3, vec![3, 4, 5]));
     }
 
     #[test]

@@ -72,12 +72,22 @@ pub struct LiveSite {
     pub delta: i64,
     pub acquired_per_s: f64,
     pub released_per_s: f64,
+    /// Median and maximum age of what the site holds.
+    pub held_p50_ms: u64,
     pub oldest_ms: u64,
     pub kind: String,
     pub resource: String,
     pub close_wait: u64,
     pub site: String,
+    /// Sockets with a peer on this machine, and the first peer processes.
+    pub peer_sockets: usize,
+    pub peers: Vec<String>,
+    /// Peer processes in all.
+    pub peer_count: usize,
 }
+
+/// Peer processes named per site in the live view.
+const PEERS_SHOWN: usize = 2;
 
 #[derive(Default)]
 struct SiteHistory {
@@ -295,6 +305,7 @@ impl LiveState {
             delta: previous.map_or(0, |p| g.count as i64 - p as i64),
             acquired_per_s,
             released_per_s,
+            held_p50_ms: g.age_ms.p50,
             oldest_ms: g.oldest_age_ms,
             kind: g.kind.to_string(),
             resource: g.resources.first().cloned().unwrap_or_default(),
@@ -303,6 +314,14 @@ impl LiveState {
                 .own_frame()
                 .or(g.stack.first())
                 .map_or_else(|| format!("{} (no stack)", g.syscall), table::frame_short),
+            peer_sockets: g.peers.iter().map(|p| p.fds.len()).sum(),
+            peers: g
+                .peers
+                .iter()
+                .take(PEERS_SHOWN)
+                .map(|p| p.peer.to_string())
+                .collect(),
+            peer_count: g.peers.len(),
         }
     }
 }
@@ -318,7 +337,8 @@ struct SiteRow {
     acquired: String,
     #[tabled(rename = "rel/s")]
     released: String,
-    oldest: String,
+    #[tabled(rename = "held p50 / max")]
+    held: String,
     kind: String,
     resource: String,
     #[tabled(rename = "where (innermost frame of the program's own code)")]
@@ -403,7 +423,11 @@ pub fn render(frame: &LiveFrame, color: bool, clear: bool) -> String {
                 delta: format!("{:+}", s.delta),
                 acquired: format!("{:.1}", s.acquired_per_s),
                 released: format!("{:.1}", s.released_per_s),
-                oldest: table::age(s.oldest_ms),
+                held: format!(
+                    "{} / {}",
+                    table::age(s.held_p50_ms),
+                    table::age(s.oldest_ms)
+                ),
                 kind: s.kind.clone(),
                 resource: resource_cell(s),
                 site: s.site.clone(),
@@ -412,8 +436,36 @@ pub fn render(frame: &LiveFrame, color: bool, clear: bool) -> String {
         let mut t = Table::new(rows);
         t.with(Style::rounded());
         let _ = writeln!(out, "{t}");
+        for s in p.sites.iter().filter(|s| s.peer_count > 0) {
+            let _ = writeln!(out, "  {}", peers_line(s));
+        }
     }
     out
+}
+
+/// `main.queryUser (main.go:15): 10 sockets to 10 processes: postgres[41] "postgres: …", …`.
+fn peers_line(s: &LiveSite) -> String {
+    let more = s.peer_count.saturating_sub(s.peers.len());
+    let more = if more > 0 {
+        format!(", … (+{more} more)")
+    } else {
+        String::new()
+    };
+    let sockets = if s.peer_sockets == 1 {
+        "1 socket".to_string()
+    } else {
+        format!("{} sockets", s.peer_sockets)
+    };
+    let to = if s.peer_count == 1 {
+        "1 process".to_string()
+    } else {
+        format!("{} processes", s.peer_count)
+    };
+    format!(
+        "↳ {}: {sockets} to {to} on this machine: {}{more}",
+        s.site,
+        s.peers.join(", ")
+    )
 }
 
 fn resource_cell(s: &LiveSite) -> String {
@@ -532,11 +584,16 @@ mod tests {
             resources: vec!["/var/log/audit-1.log".into()],
             syscall: "openat".into(),
             oldest_age_ms: oldest_ms,
+            age_ms: crate::report::HeldAges {
+                p50: oldest_ms / 2,
+                max: oldest_ms,
+            },
             verdict: Verdict::Leak,
             close_wait: 0,
             close_wait_oldest_ms: None,
             growth_per_min: None,
             passed_from: vec![],
+            peers: vec![],
             suppressed: None,
             in_baseline: false,
             stack: vec![Frame {
@@ -657,6 +714,37 @@ mod tests {
     }
 
     #[test]
+    fn names_the_peers_of_a_site() {
+        let mut live = LiveState::new(LiveOptions {
+            min_age_s: 60.0,
+            top: 10,
+        });
+        let mut r = report(10, 10);
+        let g = &mut r.processes[0].leaks[0];
+        g.kind = Kind::Socket;
+        g.peers = (0..10)
+            .map(|i| crate::report::PeerSockets {
+                peer: crate::enrich::Peer {
+                    pid: 100 + i,
+                    comm: "postgres".into(),
+                    cmdline: format!("postgres: app db 127.0.0.1({}) idle", 5000 + i),
+                },
+                fds: vec![3 + i],
+            })
+            .collect();
+        let f = live.update(&mut r, &HashMap::new(), 1.0, false, &POLICY);
+        let text = render(&f, false, false);
+        assert!(
+            text.contains(
+                "↳ server::handle (/src/server.rs:42): 10 sockets to 10 processes on this machine: \
+                 postgres[100] \"postgres: app db 127.0.0.1(5000) idle\", postgres[101] \
+                 \"postgres: app db 127.0.0.1(5001) idle\", … (+8 more)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn renders_a_frame() {
         let mut live = LiveState::new(LiveOptions {
             min_age_s: 0.1,
@@ -693,6 +781,9 @@ mod tests {
         assert!(text.contains("SUSPECT"), "{text}");
         assert!(text.contains("+10"), "{text}");
         assert!(text.contains("/var/log/audit-1.log"), "{text}");
+        assert!(text.contains("held p50 / max"), "{text}");
+        assert!(text.contains("250 ms / 500 ms"), "{text}");
+        assert!(!text.contains("↳"), "no peers: {text}");
         assert!(render(&f, false, true).starts_with("\x1b[H\x1b[2J"));
         let sys = render(
             &LiveFrame {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     accounting::Verification,
-    enrich::Kind,
+    enrich::{Kind, Peer},
     output::{Format, OutputArgs},
 };
 
@@ -364,6 +364,41 @@ pub struct PreExisting {
     /// A socket in CLOSE_WAIT: the peer closed it, this process never did.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub close_wait: bool,
+    /// A socket whose other end a process on this machine holds: that process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
+}
+
+/// How long a site's outstanding descriptors have been held (at exit, or now while running).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeldAges {
+    /// The median age.
+    pub p50: u64,
+    /// The oldest's (`oldest_age_ms`).
+    pub max: u64,
+}
+
+impl HeldAges {
+    /// The median and the maximum of `ages` (milliseconds); zeros for none.
+    pub fn of(mut ages: Vec<u64>) -> Self {
+        if ages.is_empty() {
+            return Self::default();
+        }
+        let mid = (ages.len() - 1) / 2;
+        let (_, p50, _) = ages.select_nth_unstable(mid);
+        let p50 = *p50;
+        Self {
+            p50,
+            max: ages.into_iter().max().unwrap_or(p50),
+        }
+    }
+}
+
+/// Sockets of one site whose other ends one process holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerSockets {
+    pub peer: Peer,
+    pub fds: Vec<u32>,
 }
 
 /// Failed acquisitions (EMFILE: the process's limit; ENFILE: the system's) from one call site.
@@ -417,6 +452,8 @@ pub struct Group {
     pub resources: Vec<String>,
     pub syscall: String,
     pub oldest_age_ms: u64,
+    /// Median and maximum age of the descriptors still open.
+    pub age_ms: HeldAges,
     pub verdict: Verdict,
     /// Sockets among them in CLOSE_WAIT (the peer closed; this process never did), and for how
     /// long the oldest has been.
@@ -429,6 +466,10 @@ pub struct Group {
     /// Descriptors received over a unix socket (SCM_RIGHTS): their senders.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub passed_from: Vec<PassedFrom>,
+    /// Sockets among them whose other end a process on this machine holds, by that process
+    /// (as last seen while they were open), in the order of their first descriptor.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerSockets>,
     /// The suppression (`FILE:LINE`) that matched this site: never fails the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<String>,
@@ -543,11 +584,16 @@ pub(crate) fn sample_report() -> Report {
         resources: vec![format!("{kind} resource")],
         syscall: syscall.into(),
         oldest_age_ms: 1500,
+        age_ms: HeldAges {
+            p50: 1200,
+            max: 1500,
+        },
         verdict,
         close_wait: 0,
         close_wait_oldest_ms: None,
         growth_per_min: None,
         passed_from: vec![],
+        peers: vec![],
         suppressed: None,
         in_baseline: false,
         stack,
@@ -597,6 +643,14 @@ pub(crate) fn sample_report() -> Report {
         ],
     );
     accept.resources = vec!["tcp 127.0.0.1:8080 <- 127.0.0.1:50000".into()];
+    accept.peers = vec![PeerSockets {
+        peer: Peer {
+            pid: 4321,
+            comm: "postgres".into(),
+            cmdline: "postgres: app db 127.0.0.1(5555) idle in transaction".into(),
+        },
+        fds: vec![3, 4],
+    }];
     let mut pipe = group(
         Kind::Pipe,
         2,
@@ -701,5 +755,24 @@ pub(crate) fn sample_report() -> Report {
         unused_suppressions: vec![],
         incomplete: None,
         live: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldAges;
+
+    #[test]
+    fn held_ages_are_the_median_and_the_oldest() {
+        assert_eq!(HeldAges::of(vec![]), HeldAges { p50: 0, max: 0 });
+        assert_eq!(HeldAges::of(vec![7]), HeldAges { p50: 7, max: 7 });
+        assert_eq!(
+            HeldAges::of(vec![40_000, 41_000, 39_000, 100]),
+            HeldAges {
+                p50: 39_000,
+                max: 41_000
+            }
+        );
+        assert_eq!(HeldAges::of(vec![5, 1, 3]), HeldAges { p50: 3, max: 5 });
     }
 }

@@ -16,6 +16,9 @@ pub struct Options {
 /// Groups shown with full stacks per process.
 const MAX_DETAILED: usize = 10;
 
+/// Peer processes listed per group.
+const MAX_PEER_LINES: usize = 5;
+
 #[derive(Tabled)]
 struct Row {
     verdict: String,
@@ -449,7 +452,7 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
     };
     let _ = writeln!(
         out,
-        "\n  {} {} {} descriptor{} from {}{}, still open ({} acquired, {} released here{growth}){close_wait}",
+        "\n  {} {} {} descriptor{} from {}{}, still open ({} acquired, {} released here{growth}; held p50 {}, max {}){close_wait}",
         paint("1;31", &format!("{label} #{n}:")),
         g.count,
         g.kind,
@@ -457,7 +460,9 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
         g.syscall,
         inherited,
         g.acquired,
-        g.released
+        g.released,
+        age(g.age_ms.p50),
+        age(g.age_ms.max)
     );
     let sample: Vec<&str> = g.resources.iter().take(3).map(String::as_str).collect();
     let more = g.resources.len().saturating_sub(sample.len());
@@ -472,6 +477,17 @@ fn render_group(out: &mut String, n: usize, g: &Group, paint: &dyn Fn(&str, &str
             String::new()
         }
     );
+    for p in g.peers.iter().take(MAX_PEER_LINES) {
+        let fds = if p.fds.len() == 1 { "fd" } else { "fds" };
+        let _ = writeln!(out, "    {fds} {} ↔ peer {}", fd_ranges(&p.fds), p.peer);
+    }
+    if g.peers.len() > MAX_PEER_LINES {
+        let _ = writeln!(
+            out,
+            "    ... {} more peer processes (every one in the JSON report)",
+            g.peers.len() - MAX_PEER_LINES
+        );
+    }
     for from in &g.passed_from {
         let at = match (&from.function, &from.file, from.line) {
             (Some(func), Some(file), Some(line)) => {
@@ -684,6 +700,18 @@ pub fn age(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_and_held_ages_in_the_details() {
+        let text = render(&super::super::sample_report(), Options { color: false });
+        assert!(
+            text.contains(
+                "    fds 3-4 ↔ peer postgres[4321] \"postgres: app db 127.0.0.1(5555) idle in transaction\""
+            ),
+            "{text}"
+        );
+        assert!(text.contains("held p50 1.2 s, max 1.5 s"), "{text}");
+    }
 
     #[test]
     fn ranges_and_ages() {

@@ -5,6 +5,7 @@
 package users
 
 import (
+	"bufio"
 	"database/sql"
 	"errors"
 	"flag"
@@ -32,7 +33,7 @@ func Main(queryUser Lookup) {
 	count := flag.Int("count", 10, "user lookups, made concurrently")
 	maxOpen := flag.Int("max-open", 0, "the pool's MaxOpenConns (0: unbounded)")
 	timeout := flag.Duration("timeout", 2*time.Second, "how long the callers wait for their lookups")
-	delay := flag.Duration("delay", 0, "pause before the lookups")
+	waitLine := flag.Bool("wait", false, "wait for a line on standard input before the lookups (to attach a tracer first)")
 	rate := flag.Float64("rate", 0, "lookups started per second (0: all at once)")
 	hold := flag.Duration("hold", 3*time.Second, "how long the service keeps running after the lookups")
 	flag.Parse()
@@ -48,7 +49,12 @@ func Main(queryUser Lookup) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(*maxOpen)
-	time.Sleep(*delay)
+	if *waitLine {
+		fmt.Println("[READY] press Enter to start the lookups")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fail(fmt.Errorf("reading standard input: %w", err))
+		}
+	}
 	results := make(chan error, *count)
 	for id := 1; id <= *count; id++ {
 		go func(id int) {
