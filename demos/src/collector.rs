@@ -1,7 +1,7 @@
 //! The metrics-shipping scenario: a local collector that acknowledges even batches and rejects
 //! odd ones, closing every connection after its reply.
 use std::{
-    io::{self, BufRead, BufReader, Write},
+    io::{self, BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener},
     os::fd::{BorrowedFd, RawFd},
 };
@@ -41,8 +41,12 @@ pub fn send_batch(fd: RawFd, n: usize) -> io::Result<()> {
     let sock = unsafe { BorrowedFd::borrow_raw(fd) };
     let stream = std::net::TcpStream::from(sock.try_clone_to_owned()?);
     (&stream).write_all(format!("batch {n}\n").as_bytes())?;
+    let mut reader = BufReader::new(&stream);
     let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply)?;
+    reader.read_line(&mut reply)?;
+    // The collector closes after replying: wait for that, so the connection is in CLOSE_WAIT
+    // (not still ESTABLISHED) whatever happens next.
+    reader.read_to_end(&mut Vec::new())?;
     if reply.trim() == "OK" {
         Ok(())
     } else {
