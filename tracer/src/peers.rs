@@ -28,7 +28,8 @@ const MAX_CMDLINE: usize = 1024;
 
 /// The peers of `candidates`: for each socket found open, its peer, or `None` when no process
 /// on this machine holds the other end (a remote host, a connection not accepted yet, a peer
-/// gone). Sockets closed meanwhile, or in a namespace tracer cannot see, are left out.
+/// gone). Sockets closed meanwhile, in a namespace tracer cannot see, or whose peer is exiting,
+/// are left out.
 pub fn resolve(candidates: &[Candidate]) -> Vec<(u64, Option<Peer>)> {
     let mut tcp: HashMap<String, TcpTable> = HashMap::new();
     let unix = candidates
@@ -65,14 +66,20 @@ pub fn resolve(candidates: &[Candidate]) -> Vec<(u64, Option<Peer>)> {
     let holders = holders_of(&wanted);
     let mut described: HashMap<u64, Option<Peer>> = HashMap::new();
     ends.into_iter()
-        .map(|(seq, end)| {
-            let peer = end.and_then(|ino| {
-                described
-                    .entry(ino)
-                    .or_insert_with(|| holders.get(&ino).and_then(|pids| describe(pids)))
-                    .clone()
-            });
-            (seq, peer)
+        .filter_map(|(seq, end)| {
+            let Some(ino) = end else {
+                return Some((seq, None));
+            };
+            // A holder that could not be described (exiting: its command line is gone) is not
+            // news: what was last seen stays.
+            let Some(pids) = holders.get(&ino) else {
+                return Some((seq, None));
+            };
+            let peer = described
+                .entry(ino)
+                .or_insert_with(|| describe(pids))
+                .clone()?;
+            Some((seq, Some(peer)))
         })
         .collect()
 }
@@ -213,7 +220,8 @@ fn describe(pids: &[u32]) -> Option<Peer> {
     let pid = *pids
         .iter()
         .max_by_key(|&&pid| (procfs::start_time(pid).unwrap_or(0), pid))?;
-    let mut cmdline = procfs::cmdline(pid).unwrap_or_default();
+    // Empty while the process exits (its memory is gone): not described then.
+    let mut cmdline = procfs::cmdline(pid).filter(|c| !c.is_empty())?;
     if cmdline.len() > MAX_CMDLINE {
         let mut end = MAX_CMDLINE;
         while !cmdline.is_char_boundary(end) {
