@@ -4,7 +4,7 @@
 //! at the innermost frame of the program's own code; the message carries the whole stack.
 use std::fmt::Write as _;
 
-use super::{Group, ProcessReport, Report, Verdict, relative_to_cwd, table};
+use super::{Frame, Group, ProcessReport, Report, Verdict, relative_to_cwd, table};
 
 /// Frames of the stack shown in an annotation's message.
 const MAX_FRAMES: usize = 16;
@@ -23,25 +23,8 @@ pub fn render(report: &Report) -> String {
             annotation(&mut out, level, p, g);
         }
         for t in p.tasks.iter().filter(|t| t.verdict.is_failure()) {
-            let src = t
-                .stack
-                .iter()
-                .chain(t.created_by.iter().flatten())
-                .find(|f| f.own_code && f.file.is_some());
-            let file = src
-                .and_then(|f| f.file.as_deref())
-                .map(|f| relative_to_cwd(f).unwrap_or_else(|| f.to_string()));
-            let line = src.and_then(|f| f.line).map(|l| l.to_string());
             let title = format!("task-leak: {}", t.summary());
-            let mut props = Vec::new();
-            if let Some(f) = &file {
-                props.push(("file", f.as_str()));
-            }
-            if let Some(l) = &line {
-                props.push(("line", l.as_str()));
-            }
-            props.push(("title", title.as_str()));
-            command(&mut out, "error", &props, &t.headline(p));
+            located(&mut out, "error", t.source_frame(), &title, &t.headline(p));
         }
     }
     for s in &report.unused_suppressions {
@@ -94,20 +77,7 @@ pub fn render(report: &Report) -> String {
 
 /// The annotation of one call site: located at its source frame, its stack in the message.
 fn annotation(out: &mut String, level: &str, p: &ProcessReport, g: &Group) {
-    let file = g
-        .source_frame()
-        .and_then(|f| f.file.as_deref())
-        .map(|f| relative_to_cwd(f).unwrap_or_else(|| f.to_string()));
-    let line = g.source_frame().and_then(|f| f.line).map(|l| l.to_string());
     let title = format!("fd-leak/{}: {}", g.kind, g.summary());
-    let mut props = Vec::new();
-    if let Some(f) = &file {
-        props.push(("file", f.as_str()));
-    }
-    if let Some(l) = &line {
-        props.push(("line", l.as_str()));
-    }
-    props.push(("title", title.as_str()));
     let mut message = g.headline(p);
     if let Some(s) = &g.suppressed {
         let _ = write!(message, "; suppressed by {s}");
@@ -120,7 +90,24 @@ fn annotation(out: &mut String, level: &str, p: &ProcessReport, g: &Group) {
     if g.stack.len() > MAX_FRAMES {
         let _ = write!(message, "\n  ... {} more", g.stack.len() - MAX_FRAMES);
     }
-    command(out, level, &props, &message);
+    located(out, level, g.source_frame(), &title, &message);
+}
+
+/// A command pointing at `at`'s file and line (relative to the current directory when under it).
+fn located(out: &mut String, level: &str, at: Option<&Frame>, title: &str, message: &str) {
+    let file = at
+        .and_then(|f| f.file.as_deref())
+        .map(|f| relative_to_cwd(f).unwrap_or_else(|| f.to_string()));
+    let line = at.and_then(|f| f.line).map(|l| l.to_string());
+    let mut props = Vec::new();
+    if let Some(f) = &file {
+        props.push(("file", f.as_str()));
+    }
+    if let Some(l) = &line {
+        props.push(("line", l.as_str()));
+    }
+    props.push(("title", title));
+    command(out, level, &props, message);
 }
 
 /// One workflow command line: `::LEVEL k=v,k=v::message`, escaped as GitHub requires.

@@ -254,6 +254,11 @@ impl TaskGroup {
         own_frame(&self.stack, &self.created_by)
     }
 
+    /// The innermost frame of the program's own code that has a source file.
+    pub fn source_frame(&self) -> Option<&Frame> {
+        source_frame(&self.stack, &self.created_by)
+    }
+
     /// "12 goroutines leaked": count, kind and verdict in words.
     pub fn summary(&self) -> String {
         let noun = match self.kind {
@@ -288,6 +293,14 @@ fn own_frame<'a>(stack: &'a [Frame], created_by: &'a [Vec<Frame>]) -> Option<&'a
         .iter()
         .chain(created_by.iter().flatten())
         .find(|f| f.own_code)
+}
+
+/// [`own_frame`], among frames with a source file.
+fn source_frame<'a>(stack: &'a [Frame], created_by: &'a [Vec<Frame>]) -> Option<&'a Frame> {
+    stack
+        .iter()
+        .chain(created_by.iter().flatten())
+        .find(|f| f.own_code && f.file.is_some())
 }
 
 /// close() of a descriptor that was not open, from one call site.
@@ -539,10 +552,7 @@ impl Group {
     /// The innermost frame of the program's own code that has a source file: where an
     /// annotation points.
     pub fn source_frame(&self) -> Option<&Frame> {
-        self.stack
-            .iter()
-            .chain(self.created_by.iter().flatten())
-            .find(|f| f.own_code && f.file.is_some())
+        source_frame(&self.stack, &self.created_by)
     }
 }
 
