@@ -239,11 +239,14 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 /// syscalls part: the stack walk is verified once, not along every acquisition path.
 #[inline(never)]
 fn python_stack(shape: &Shape, pid_tgid: u64, ret: i64) -> u64 {
+    // The registers are read only for the few syscalls whose arguments decide.
     let acquires = match shape.role {
         role::ACQUIRE => {
             ret == -EMFILE
                 || ret == -ENFILE
-                || (ret >= 0 && guard_passes(shape, &args_from(user_pt_regs())))
+                || (ret >= 0
+                    && (shape.guard == guard::NONE
+                        || guard_passes(shape, &args_from(user_pt_regs()))))
         }
         role::RECV_RIGHTS => ret > 0,
         _ => false,
