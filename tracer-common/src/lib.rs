@@ -48,8 +48,8 @@ pub const CLOSE_RANGE_UNSHARE: u64 = 1 << 1;
 pub mod event {
     /// [`super::AcquireEvent`] followed by the stack copy.
     pub const ACQUIRE: u32 = 1;
-    /// [`super::ReleaseEvent`].
-    pub const RELEASE: u32 = 2;
+    /// [`super::ReleaseBatch`].
+    pub const RELEASES: u32 = 2;
     /// [`super::SockAddrEvent`].
     pub const SOCKADDR: u32 = 3;
     /// [`super::ForkEvent`].
@@ -78,7 +78,7 @@ pub mod task {
     pub const GOROUTINE: u32 = 2;
 }
 
-/// How a descriptor was released ([`ReleaseEvent::how`]).
+/// How a descriptor was released ([`Released::how`]).
 pub mod release {
     /// close().
     pub const CLOSE: u32 = 1;
@@ -280,17 +280,40 @@ pub struct AcquireEvent {
     pub name: [u8; NAME_MAX],
 }
 
+/// Releases gathered in one [`ReleaseBatch`].
+pub const RELEASE_BATCH: usize = 64;
+
 /// A descriptor released by a traced process.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct ReleaseEvent {
-    pub header: EventHeader,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Released {
     /// Acquisition id of the released descriptor.
     pub seq: u64,
+    pub tgid: u32,
     /// The descriptor number.
     pub fd: i32,
     /// [`release`] reason.
     pub how: u32,
+    pub _pad: u32,
+}
+
+/// Releases gathered per CPU (the kernel's `RELEASES` map) and sent to the ring as one record
+/// when full, instead of a record each.
+///
+/// Userspace also reads the per-CPU buffers in place, without a lock: the kernel writes an
+/// item before counting it in `n`, and on sending resets `n` before it increments `number`, so a
+/// reader that finds the same `number` before and after its copy holds `items[..n]` of that `number`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ReleaseBatch {
+    pub header: EventHeader,
+    /// Batches this CPU sent before this one (read before `n`: keep it first).
+    pub number: u64,
+    /// The CPU that gathered it.
+    pub cpu: u32,
+    /// Items in use.
+    pub n: u32,
+    pub items: [Released; RELEASE_BATCH],
 }
 
 /// An address given to connect() or bind() on a tracked socket.
@@ -768,4 +791,5 @@ mod pod {
     unsafe impl aya::Pod for super::syscall::Shape {}
     unsafe impl aya::Pod for GoLayout {}
     unsafe impl aya::Pod for PyLayout {}
+    unsafe impl aya::Pod for ReleaseBatch {}
 }

@@ -3,20 +3,24 @@
 use core::{
     ffi::c_void,
     mem::size_of,
-    ptr::{addr_of, addr_of_mut},
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    helpers::generated::{
+        bpf_get_smp_processor_id, bpf_probe_read_kernel_str, bpf_probe_read_user,
+        bpf_probe_read_user_str,
+    },
 };
 use tracer_common::{
-    AcquireEvent, EventHeader, FdEntry, NAME_MAX, ReleaseEvent, UserRegs, counter, event,
+    AcquireEvent, EventHeader, FdEntry, NAME_MAX, RELEASE_BATCH, ReleaseBatch, Released, UserRegs,
+    counter, event,
 };
 
 use crate::{
     kmem::{bump, now_ns},
-    maps::{CONFIG, EVENTS, config_u32},
+    maps::{CONFIG, EVENTS, RELEASES, config_u32},
     stack::{record_stack, stack_len_for},
 };
 
@@ -53,29 +57,47 @@ pub fn emit<T: 'static>(fill: impl FnOnce(*mut T), flags: u64) {
     }
 }
 
-/// Sends a [`ReleaseEvent`].
+/// Gathers a release in this CPU's [`ReleaseBatch`], which goes to the ring as one record once
+/// full (a ring record per release cost more than the rest of a close; userspace also reads the
+/// batches in place, so nothing waits for a batch to fill).
 #[inline(never)]
 pub fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
     bump(counter::RELEASED, 1);
-    emit::<ReleaseEvent>(
-        |ev| {
-            // SAFETY: `ev` is the reserved record.
-            unsafe {
-                ev.write(ReleaseEvent {
-                    // Releases carry no time (nothing needs it; it saves a helper call).
-                    header: EventHeader {
-                        kind: event::RELEASE,
-                        tgid,
-                        ts_ns: 0,
-                    },
-                    seq,
-                    fd: fd as i32,
-                    how,
-                })
-            }
-        },
-        wakeup_flags(),
-    );
+    let Some(b) = RELEASES.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a valid per-CPU map value; the index is masked into the array. The stores are
+    // volatile so that they stay in the order userspace relies on (see ReleaseBatch).
+    unsafe {
+        let i = read_volatile(addr_of!((*b).n)) as usize & (RELEASE_BATCH - 1);
+        write_volatile(
+            addr_of_mut!((*b).items[i]),
+            Released {
+                seq,
+                tgid,
+                fd: fd as i32,
+                how,
+                _pad: 0,
+            },
+        );
+        let n = i as u32 + 1;
+        write_volatile(addr_of_mut!((*b).n), n);
+        if n < RELEASE_BATCH as u32 {
+            return;
+        }
+        (*b).header = EventHeader {
+            kind: event::RELEASES,
+            tgid: 0,
+            ts_ns: 0,
+        };
+        (*b).cpu = bpf_get_smp_processor_id();
+        if EVENTS.output::<ReleaseBatch>(&*b, wakeup_flags()).is_err() {
+            bump(counter::EVENTS_LOST, RELEASE_BATCH as u64);
+        }
+        write_volatile(addr_of_mut!((*b).n), 0);
+        let number = read_volatile(addr_of!((*b).number));
+        write_volatile(addr_of_mut!((*b).number), number + 1);
+    }
 }
 
 /// Where an acquisition's name comes from. A plain struct rather than an enum with payloads:

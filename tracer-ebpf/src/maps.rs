@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, FdEntry, FdKey, GoLayout, IoReq, MAX_PROCS, MemoKey, MemoSig, Passed, ProcState,
-    PyFramesEvent, PyLayout, SockOwner, TRACED_WORDS, syscall::Shape,
+    PyFramesEvent, PyLayout, ReleaseBatch, SockOwner, TRACED_WORDS, syscall::Shape,
 };
 
 /// Written by userspace before load (kernel offsets, stack size, filters).
@@ -139,6 +139,10 @@ pub static PY_TSTATE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384,
 /// Scratch of a Python stack being read.
 #[map]
 pub static PY_FRAMES_SCRATCH: PerCpuArray<PyFramesEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Releases gathered per CPU before they go to the ring (see `ReleaseBatch`).
+#[map]
+pub static RELEASES: PerCpuArray<ReleaseBatch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Records for userspace. Sized by userspace.
 #[map]

@@ -255,6 +255,9 @@ pub struct Process {
     pub failures: BTreeMap<(GroupKey, u32), Failures>,
     /// Descriptor numbers released and not reused since (to tell double closes).
     closed: HashSet<u32>,
+    /// Acquisitions (seq, fd) whose number was reused before their release arrived: still
+    /// held until it does (releases come in batches, after the acquisitions that follow).
+    displaced: HashSet<(u64, u32)>,
     /// Accounting checked against the real table.
     pub verify: Option<Verification>,
     /// Threads and goroutines started, by kind and site.
@@ -441,6 +444,9 @@ const DELETED: &str = " (deleted)";
 /// Most released acquisitions remembered because they were sent to another process.
 const PASSED_MEMORY: usize = 65536;
 
+/// Most releases kept waiting for their acquisition.
+const EARLY_MAX: usize = 65536;
+
 /// The whole accounting.
 #[derive(Clone, Default)]
 pub struct Accounting {
@@ -453,6 +459,9 @@ pub struct Accounting {
     archived: Vec<Process>,
     /// Release events for descriptors we did not hold (their acquisition was not seen).
     pub unmatched_releases: u64,
+    /// Releases that came before their acquisition, by (seq, fd): the pid and whether it had
+    /// been passed (another CPU's release can overtake the acquisition's record).
+    early: HashMap<(u64, u32), (u32, bool)>,
     /// Descriptor counts over time.
     pub samples: Vec<Sample>,
     /// Last sampled count per process.
@@ -529,6 +538,7 @@ impl Accounting {
             } => self.fork(parent, child, ts_ns),
             Change::Exec(pid, exe, ts_ns) => self.exec(pid, exe, ts_ns),
             Change::Exit { pid, status, ts_ns } => {
+                self.drop_early(pid);
                 let p = self.process_mut(pid);
                 p.exit_status = Some(status);
                 p.ended_ns = Some(ts_ns);
@@ -682,7 +692,6 @@ impl Accounting {
     fn acquire(&mut self, pid: u32, fds: &[i32], seq: u64, acq: Acquisition) {
         let key = acq.key;
         let mut acq = acq;
-        let mut replaced = Vec::new();
         let proc = self.procs.entry(pid).or_insert_with(|| Process {
             pid,
             ..Default::default()
@@ -690,14 +699,19 @@ impl Accounting {
         for &fd in fds.iter().filter(|&&fd| fd >= 0) {
             proc.closed.remove(&(fd as u32));
             if let Some(old) = proc.open.insert(fd as u32, Held::acquired(seq)) {
-                replaced.push(old.seq);
+                proc.displaced.insert((old.seq, fd as u32));
             }
             acq.refs += 1;
             proc.groups.entry(key).or_default().acquired += 1;
         }
         self.acqs.insert(seq, acq);
-        for old in replaced {
-            self.unref(old);
+        if self.early.is_empty() {
+            return;
+        }
+        for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+            if let Some((pid, passed)) = self.early.remove(&(seq, fd as u32)) {
+                self.release(pid, fd as u32, seq, passed);
+            }
         }
     }
 
@@ -716,13 +730,23 @@ impl Accounting {
     /// Records a release; `passed`: the descriptor had been sent to another process.
     fn release(&mut self, pid: u32, fd: u32, seq: u64, passed: bool) {
         let Some(proc) = self.procs.get_mut(&pid) else {
-            self.unmatched_releases += 1;
+            // Read in place, a release can overtake even its process's fork record.
+            if self.early.len() < EARLY_MAX {
+                self.early.insert((seq, fd), (pid, passed));
+            } else {
+                self.unmatched_releases += 1;
+            }
             return;
         };
         match proc.open.get(&fd) {
             Some(h) if h.seq == seq => {
                 proc.open.remove(&fd);
                 proc.closed.insert(fd);
+            }
+            _ if proc.displaced.remove(&(seq, fd)) => {}
+            _ if !self.acqs.contains_key(&seq) && self.early.len() < EARLY_MAX => {
+                self.early.insert((seq, fd), (pid, passed));
+                return;
             }
             _ => {
                 self.unmatched_releases += 1;
@@ -734,6 +758,14 @@ impl Accounting {
             acq.passed |= passed;
         }
         self.unref(seq);
+    }
+
+    /// Releases from `pid` still waiting for their acquisition will not get it (it exited):
+    /// they are counted unmatched.
+    fn drop_early(&mut self, pid: u32) {
+        let before = self.early.len();
+        self.early.retain(|_, (p, _)| *p != pid);
+        self.unmatched_releases += (before - self.early.len()) as u64;
     }
 
     /// Records a call at `key` that failed with `errno`: an acquisition on EMFILE or ENFILE,
@@ -870,6 +902,8 @@ impl Accounting {
                 out.unseen_releases += 1;
             }
         }
+        // A displaced descriptor's number holds another one now: its release is not in yet.
+        out.unseen_releases += self.procs.get(&pid).map_or(0, |p| p.displaced.len() as u64);
         let mut unknown = Vec::new();
         for (fd, e) in kernel {
             if held.and_then(|o| o.get(fd)).is_some_and(|h| h.seq == e.seq) {
@@ -897,6 +931,14 @@ impl Accounting {
             None => Vec::new(),
         };
         let in_kernel: HashMap<u32, &KernelEntry> = kernel.iter().map(|(fd, e)| (*fd, e)).collect();
+        let displaced = self
+            .procs
+            .get_mut(&pid)
+            .map(|p| std::mem::take(&mut p.displaced))
+            .unwrap_or_default();
+        for (seq, _) in displaced {
+            self.unref(seq);
+        }
         for (fd, h) in &held {
             if in_kernel.get(fd).is_none_or(|e| e.seq != h.seq) {
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -1062,12 +1104,68 @@ mod tests {
                 inherited: 0
             }
         );
-        assert_eq!(a.unmatched_releases, 1);
         assert!(
             a.acquisition(100).is_none(),
             "released acquisitions are forgotten"
         );
         assert!(a.acquisition(102).is_some());
+        // The unknown one waits for its acquisition until the process exits.
+        assert_eq!(a.unmatched_releases, 0);
+        a.apply(Change::Exit {
+            pid: 1,
+            status: 0,
+            ts_ns: 1,
+        });
+        assert_eq!(a.unmatched_releases, 1);
+    }
+
+    #[test]
+    fn a_release_may_come_before_its_acquisition() {
+        let mut a = Accounting::default();
+        // Even before its process is known (read in place ahead of the fork record).
+        release(&mut a, 1, 3, 100, false);
+        acquire(&mut a, 1, &[3], 100, acq(7));
+        release(&mut a, 1, 4, 101, false);
+        acquire(&mut a, 1, &[4], 101, acq(7));
+        acquire(&mut a, 1, &[3], 102, acq(7));
+        let p = a.process(1).unwrap();
+        assert_eq!(p.open.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(p.groups.values().map(|c| c.released).sum::<u64>(), 2);
+        assert_eq!(a.unmatched_releases, 0);
+        assert!(a.acquisition(100).is_none() && a.acquisition(101).is_none());
+    }
+
+    #[test]
+    fn a_number_reused_before_its_release_came_is_released_by_it() {
+        let mut a = Accounting::default();
+        // fd 3 closed and opened again: the release of 100 comes after 101's acquisition.
+        acquire(&mut a, 1, &[3], 100, acq(7));
+        acquire(&mut a, 1, &[3], 101, acq(7));
+        assert!(a.acquisition(100).is_some(), "held until its release");
+        release(&mut a, 1, 3, 100, false);
+        let p = a.process(1).unwrap();
+        assert_eq!(p.open[&3].seq, 101);
+        assert_eq!(p.groups.values().map(|c| c.released).sum::<u64>(), 1);
+        assert_eq!(a.unmatched_releases, 0);
+        assert!(a.acquisition(100).is_none());
+        // Reconciled before its release came: the kernel's table is the truth.
+        acquire(&mut a, 1, &[3], 102, acq(7));
+        let kernel = [(
+            3,
+            KernelEntry {
+                seq: 102,
+                origin_tgid: 1,
+                syscall: sys::OPENAT,
+            },
+        )];
+        let (r, _) = a.reconcile_diff(1, &kernel);
+        assert_eq!(r.unseen_releases, 1);
+        a.apply(Change::Reconcile {
+            pid: 1,
+            kernel: kernel.to_vec(),
+            made: Vec::new(),
+        });
+        assert!(a.acquisition(101).is_none());
     }
 
     #[test]

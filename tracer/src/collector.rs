@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tracer_common::{
-    AcquireEvent, ExitEvent, FdEntry, FdKey, GoSpawnEvent, IoCompleteEvent, MemoKey, ReleaseEvent,
+    AcquireEvent, ExitEvent, FdEntry, FdKey, GoSpawnEvent, IoCompleteEvent, MemoKey, Released,
     SockAddrEvent, TaskExitEvent, VERIFY_LIST, fd_flag, release as how, syscall as sys, task,
     unverified,
 };
@@ -34,6 +34,7 @@ use crate::{
     procfs,
     procmaps::{FileId, ProcMaps},
     record::{Batch, Begin, End, Recorder, Summary},
+    releases::Releases,
     runtimes::Runtimes,
     unwind::{RawFrame, ScriptFrame, Unwinder, Unwound},
 };
@@ -86,6 +87,8 @@ pub struct State {
     scan: Option<HashMap<u32, Vec<(u32, FdEntry)>>>,
     /// When the peers of held sockets are looked up next.
     next_peers_ns: u64,
+    /// Which of the kernel's batched releases were taken.
+    releases: Releases,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -185,6 +188,7 @@ impl Collector {
                 next_sample_ns: 0,
                 scan: None,
                 next_peers_ns: 0,
+                releases: Releases::default(),
             },
         })
     }
@@ -321,6 +325,7 @@ impl Collector {
                 Err(_) => self.state.stats.bad_records += 1,
             }
         }
+        self.state.take_releases();
         let now = crate::probes::monotonic_ns();
         if now >= self.state.next_sample_ns {
             self.state.sample(now);
@@ -422,7 +427,11 @@ impl State {
             Event::GoSpawn(g) => self.on_go_spawn(&g),
             Event::PyFrames(f) => self.runtimes.on_frames(&f),
             Event::PyCode(c) => self.runtimes.on_code(&c),
-            Event::Release(r) => self.on_release(&r),
+            Event::Releases(b) => {
+                for r in &b.items[self.releases.sent(&b)] {
+                    self.on_release(r);
+                }
+            }
             Event::SockAddr(s) => self.on_sockaddr(&s),
             // After its process exited, a socket's changes are the kernel closing it.
             Event::SockState(s) if self.acct.process(s.header.tgid).is_some_and(|p| p.exited()) => {
@@ -477,6 +486,8 @@ impl State {
             Event::Exit(x) if self.acct.process(x.header.tgid).is_none() => {}
             Event::Exit(x) => {
                 let pid = x.header.tgid;
+                // Its last releases may still be gathered in the kernel's batches.
+                self.take_releases();
                 // The count just before the process let go of everything.
                 self.sample(x.header.ts_ns);
                 self.acct.apply(Change::Exit {
@@ -528,6 +539,16 @@ impl State {
         }
         if a.fd < 0 && a.errno != 0 {
             if a.errno == libc::EBADF as u32 {
+                // A close of a number held here: its first close may still be in a batch (a
+                // double close is told from the release).
+                let fd = a.arg as u32;
+                if self
+                    .acct
+                    .process(pid)
+                    .is_some_and(|p| p.open.contains_key(&fd))
+                {
+                    self.take_releases();
+                }
                 self.stats.bad_closes += 1;
             } else {
                 self.stats.limit_hits += 1;
@@ -730,14 +751,29 @@ impl State {
         self.account(&a, key);
     }
 
-    fn on_release(&mut self, r: &ReleaseEvent) {
+    fn on_release(&mut self, r: &Released) {
         let passed = r.how & how::PASSED != 0;
         self.acct.apply(Change::Release {
-            pid: r.header.tgid,
+            pid: r.tgid,
             fd: r.fd as u32,
             seq: r.seq,
             passed,
         });
+    }
+
+    /// Takes the releases gathered in the kernel's per-CPU batches that are not in the ring
+    /// yet.
+    fn take_releases(&mut self) {
+        let Ok(batches) = self.probes.release_batches() else {
+            return;
+        };
+        for (cpu, b) in batches.iter().enumerate() {
+            if let Some(b) = b {
+                for r in &b.items[self.releases.read_in_place(cpu as u32, b)] {
+                    self.on_release(r);
+                }
+            }
+        }
     }
 
     fn on_sockaddr(&mut self, s: &SockAddrEvent) {

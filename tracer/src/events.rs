@@ -3,14 +3,14 @@ use anyhow::{Result, anyhow, bail};
 use bytemuck::{Pod, try_pod_read_unaligned};
 use tracer_common::{
     AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, GoSpawnEvent, IoCompleteEvent,
-    PyCodeEvent, PyFramesEvent, ReleaseEvent, SockAddrEvent, SockStateEvent, TaskExitEvent, event,
+    PyCodeEvent, PyFramesEvent, ReleaseBatch, SockAddrEvent, SockStateEvent, TaskExitEvent, event,
 };
 
 /// One decoded record; `Acquire` borrows its stack copy from the ring.
 #[derive(Debug)]
 pub enum Event<'a> {
     Acquire(Box<AcquireEvent>, &'a [u8]),
-    Release(ReleaseEvent),
+    Releases(Box<ReleaseBatch>),
     SockAddr(Box<SockAddrEvent>),
     Fork(ForkEvent),
     Exec(Box<ExecEvent>),
@@ -48,7 +48,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
                 .ok_or_else(|| anyhow!("acquire record shorter than its stack length"))?;
             Event::Acquire(Box::new(ev), stack)
         }
-        event::RELEASE => Event::Release(read(bytes)?),
+        event::RELEASES => Event::Releases(Box::new(read(bytes)?)),
         event::SOCKADDR => Event::SockAddr(Box::new(read(bytes)?)),
         event::FORK => Event::Fork(read(bytes)?),
         event::EXEC => Event::Exec(Box::new(read(bytes)?)),
@@ -73,22 +73,27 @@ pub fn c_str(bytes: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use bytemuck::bytes_of;
-    use tracer_common::{UserRegs, release};
+    use tracer_common::{Released, UserRegs, release};
 
     #[test]
-    fn decodes_release() {
-        let ev = ReleaseEvent {
-            header: EventHeader {
-                kind: event::RELEASE,
-                tgid: 7,
-                ts_ns: 1,
-            },
+    fn decodes_release_batch() {
+        let mut b: ReleaseBatch = bytemuck::Zeroable::zeroed();
+        b.header.kind = event::RELEASES;
+        b.number = 5;
+        b.cpu = 1;
+        b.n = tracer_common::RELEASE_BATCH as u32;
+        b.items[3] = Released {
             seq: 42,
+            tgid: 7,
             fd: 3,
             how: release::CLOSE,
+            _pad: 0,
         };
-        match decode(bytes_of(&ev)).unwrap() {
-            Event::Release(r) => assert_eq!((r.header.tgid, r.seq, r.fd), (7, 42, 3)),
+        match decode(bytes_of(&b)).unwrap() {
+            Event::Releases(r) => {
+                assert_eq!((r.number, r.cpu), (5, 1));
+                assert_eq!((r.items[3].tgid, r.items[3].seq, r.items[3].fd), (7, 42, 3));
+            }
             other => panic!("{other:?}"),
         }
     }

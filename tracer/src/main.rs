@@ -22,6 +22,7 @@ mod probes;
 mod procfs;
 mod procmaps;
 mod record;
+mod releases;
 mod report;
 mod runtimes;
 mod session;

@@ -17,8 +17,8 @@ use aya::{
     },
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, GoLayout, MemoKey, MemoSig, ProcState, PyLayout, STACK_CLASSES,
-    SockOwner, TRACED_WORDS, counter, proc_flag, syscall::Shape,
+    Config, FdEntry, FdKey, GoLayout, MemoKey, MemoSig, ProcState, PyLayout, ReleaseBatch,
+    STACK_CLASSES, SockOwner, TRACED_WORDS, counter, proc_flag, syscall::Shape,
 };
 
 use crate::health::Counters;
@@ -397,6 +397,20 @@ impl Probes {
     /// The kernel's accounting of outstanding descriptors.
     pub fn open_fds(&mut self) -> Result<HashMap<&mut MapData, FdKey, FdEntry>> {
         Ok(HashMap::try_from(map(&mut self.ebpf, "OPEN_FDS")?)?)
+    }
+
+    /// Each CPU's batch of releases not yet sent to the ring, read in place (by CPU; None where
+    /// the CPU sent its batch during the read: the ring has it).
+    pub fn release_batches(&mut self) -> Result<Vec<Option<ReleaseBatch>>> {
+        let arr: PerCpuArray<_, ReleaseBatch> =
+            PerCpuArray::try_from(map(&mut self.ebpf, "RELEASES")?)?;
+        let first = arr.get(&0, 0)?;
+        let again = arr.get(&0, 0)?;
+        Ok(first
+            .iter()
+            .zip(again.iter())
+            .map(|(a, b)| (a.number == b.number).then_some(*a))
+            .collect())
     }
 
     /// Installs a stack-memo signature.
