@@ -89,6 +89,8 @@ pub struct State {
     next_peers_ns: u64,
     /// Which of the kernel's batched releases were taken.
     releases: Releases,
+    /// When the batches are read in place next if no record comes.
+    next_releases_ns: u64,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -96,6 +98,9 @@ const POLL_MS: i32 = 10;
 
 /// Interval between the loss counters written to a record (what a record cut short reports).
 const TOTALS_NS: u64 = 1_000_000_000;
+
+/// Interval between in-place reads of the kernel's release batches while no record comes.
+const IDLE_RELEASES_NS: u64 = 100_000_000;
 
 /// Interval between samples of the descriptor counts (for the timeline).
 const SAMPLE_NS: u64 = 100_000_000;
@@ -189,6 +194,7 @@ impl Collector {
                 scan: None,
                 next_peers_ns: 0,
                 releases: Releases::default(),
+                next_releases_ns: 0,
             },
         })
     }
@@ -325,8 +331,12 @@ impl Collector {
                 Err(_) => self.state.stats.bad_records += 1,
             }
         }
-        self.state.take_releases();
         let now = crate::probes::monotonic_ns();
+        // With the ring quiet, the batches are read every IDLE_RELEASES_NS, not every poll.
+        if n > 0 || now >= self.state.next_releases_ns {
+            self.state.take_releases();
+            self.state.next_releases_ns = now + IDLE_RELEASES_NS;
+        }
         if now >= self.state.next_sample_ns {
             self.state.sample(now);
             self.state.next_sample_ns = now + SAMPLE_NS;
@@ -339,6 +349,7 @@ impl Collector {
     /// `verify`, checks that accounting against its descriptor table in /proc.
     pub fn finish(&mut self, verify: bool) -> Result<Counters> {
         self.drain();
+        self.state.take_releases();
         self.state.scan = None;
         let live: Vec<u32> = self
             .state
