@@ -30,8 +30,23 @@ pub const MAX_PROCS: u32 = 16384;
 /// Largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit).
 pub const PID_MAX_LIMIT: u32 = 1 << 22;
 
-/// Words of the `TRACED_BITS` array: one bit per possible pid.
-pub const TRACED_WORDS: u32 = PID_MAX_LIMIT / 64;
+/// Words of one plane of the `TRACED_BITS` array: one bit per possible pid.
+pub const PLANE_WORDS: u32 = PID_MAX_LIMIT / 64;
+
+/// Planes of `TRACED_BITS`, each [`PLANE_WORDS`] long.
+pub mod plane {
+    /// Set while the process's own descriptors are accounted.
+    pub const REGISTERED: u32 = 0;
+    /// Set once the process has (or had) a Go or Python layout in `GO_PROCS` / `PY_PROCS`:
+    /// only then are those maps looked up on its acquisitions. Never cleared (a stale bit only
+    /// costs a lookup that misses).
+    pub const RUNTIME: u32 = 1;
+    /// Number of planes.
+    pub const COUNT: u32 = 2;
+}
+
+/// Words of the `TRACED_BITS` array.
+pub const TRACED_WORDS: u32 = PLANE_WORDS * plane::COUNT;
 
 pub mod syscall;
 

@@ -7,25 +7,51 @@ use core::{
 
 use aya_ebpf::helpers::{bpf_get_current_comm, generated::bpf_get_current_ancestor_cgroup_id};
 
+use tracer_common::{PLANE_WORDS, plane};
+
 use crate::maps::{CONFIG, TRACED_BITS, config_u32, system_wide};
 
-/// The word and bit of `tgid` in TRACED_BITS.
+/// The word and bit of `tgid` in plane `p` of TRACED_BITS.
 #[inline(always)]
-fn slot(tgid: u32) -> (u32, u64) {
-    (tgid / 64, 1u64 << (tgid % 64))
+fn slot(p: u32, tgid: u32) -> (u32, u64) {
+    (p * PLANE_WORDS + tgid / 64, 1u64 << (tgid % 64))
 }
 
-/// Whether `tgid` is registered to have its own descriptors accounted (one array load).
+/// Whether `tgid`'s bit is set in plane `p` (one array load).
+#[inline(always)]
+fn bit_set(p: u32, tgid: u32) -> bool {
+    let (word, bit) = slot(p, tgid);
+    TRACED_BITS.get(word).is_some_and(|w| *w & bit != 0)
+}
+
+/// Whether `tgid` is registered to have its own descriptors accounted.
 #[inline(always)]
 pub fn registered(tgid: u32) -> bool {
-    let (word, bit) = slot(tgid);
-    TRACED_BITS.get(word).is_some_and(|w| *w & bit != 0)
+    bit_set(plane::REGISTERED, tgid)
+}
+
+/// Whether `tgid` may have a Go or Python layout (see `plane::RUNTIME`).
+#[inline(always)]
+pub fn may_have_runtime(tgid: u32) -> bool {
+    bit_set(plane::RUNTIME, tgid)
+}
+
+/// Marks `tgid` as having a Go or Python layout.
+#[inline(always)]
+pub fn set_runtime(tgid: u32) {
+    set_bit(plane::RUNTIME, tgid, true);
 }
 
 /// Marks `tgid` registered (or not) in TRACED_BITS.
 #[inline(always)]
 pub fn set_registered(tgid: u32, on: bool) {
-    let (word, bit) = slot(tgid);
+    set_bit(plane::REGISTERED, tgid, on);
+}
+
+/// Sets or clears `tgid`'s bit in plane `p`.
+#[inline(always)]
+fn set_bit(p: u32, tgid: u32, on: bool) {
+    let (word, bit) = slot(p, tgid);
     if let Some(ptr) = TRACED_BITS.get_ptr_mut(word) {
         // SAFETY: a valid map value; userspace updates the same words atomically.
         unsafe {

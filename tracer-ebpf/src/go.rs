@@ -11,7 +11,7 @@ use tracer_common::{GO_FRAMES, GoLayout, GoSpawnEvent, TaskExitEvent, event, tas
 
 use crate::{
     emit::{emit, header, wakeup_flags},
-    filter::traced,
+    filter::{may_have_runtime, set_runtime, traced},
     kmem::{kread, uread},
     maps::{GO_BINARIES, GO_PROCS, off},
 };
@@ -23,6 +23,9 @@ const PT_R14: usize = 1;
 /// A process's Go layout, if it is Go.
 #[inline(always)]
 fn layout(tgid: u32) -> Option<GoLayout> {
+    if !may_have_runtime(tgid) {
+        return None;
+    }
     // SAFETY: copy out of a valid map value.
     unsafe { GO_PROCS.get(&tgid) }.copied()
 }
@@ -40,6 +43,7 @@ fn probe_layout(ctx: &ProbeContext, tgid: u32) -> Option<GoLayout> {
         return None;
     }
     let _ = GO_PROCS.insert(&tgid, &l, 0);
+    set_runtime(tgid);
     Some(l)
 }
 

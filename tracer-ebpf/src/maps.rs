@@ -41,9 +41,10 @@ pub fn system_wide() -> bool {
 #[map]
 pub static TRACED: HashMap<u32, ProcState> = HashMap::with_max_entries(MAX_PROCS, 0);
 
-/// One bit per pid, set while the process's own descriptors are accounted (TRACE_SELF): the
-/// first check of every hook, one array load. Mapped by userspace, which sets and clears bits
-/// with atomic operations like the kernel does.
+/// One bit per pid in each plane (`tracer_common::plane`): registered, set while the process's
+/// own descriptors are accounted (TRACE_SELF), the first check of every hook; and runtime, set
+/// once it has a Go or Python layout. One array load each. Mapped by userspace, which sets and
+/// clears bits with atomic operations like the kernel does.
 #[map]
 pub static TRACED_BITS: Array<u64> =
     Array::with_max_entries(TRACED_WORDS, aya_ebpf::bindings::BPF_F_MMAPABLE);

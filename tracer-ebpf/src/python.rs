@@ -14,6 +14,7 @@ use tracer_common::{
 
 use crate::{
     emit::header,
+    filter::may_have_runtime,
     kmem::{bump, now_ns, uread},
     maps::{EVENTS, PY_FRAMES_SCRATCH, PY_PROCS, PY_SEEN, PY_TSTATE},
 };
@@ -253,6 +254,9 @@ extern "C" fn frame_step(_i: u64, ctx: *mut c_void) -> i64 {
 /// runs Python code; returns its token (0: nothing sent).
 #[inline(always)]
 pub fn send_stack(tgid: u32, tid: u32) -> u64 {
+    if !may_have_runtime(tgid) {
+        return 0;
+    }
     // SAFETY: copy out of a valid map value.
     let Some(l) = (unsafe { PY_PROCS.get(&tgid) }).copied() else {
         return 0;

@@ -17,8 +17,9 @@ use aya::{
     },
 };
 use tracer_common::{
-    Config, FdEntry, FdKey, GoLayout, MemoKey, MemoSig, ProcState, PyLayout, ReleaseBatch,
-    STACK_CLASSES, SockOwner, TRACED_WORDS, counter, proc_flag, syscall::Shape,
+    Config, FdEntry, FdKey, GoLayout, MemoKey, MemoSig, PLANE_WORDS, ProcState, PyLayout,
+    ReleaseBatch, STACK_CLASSES, SockOwner, TRACED_WORDS, counter, plane, proc_flag,
+    syscall::Shape,
 };
 
 use crate::health::Counters;
@@ -135,7 +136,8 @@ impl Drop for Detach {
     }
 }
 
-/// The kernel's TRACED_BITS array, mapped: one bit per pid, updated atomically on both sides.
+/// The kernel's TRACED_BITS array, mapped: one bit per pid in each plane (`tracer_common::plane`),
+/// updated atomically on both sides.
 struct TracedBits {
     words: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
     len: usize,
@@ -175,8 +177,10 @@ impl TracedBits {
         })
     }
 
-    fn set(&self, pid: u32, on: bool) {
-        let (word, bit) = ((pid / 64) as usize, 1u64 << (pid % 64));
+    /// Sets or clears `pid`'s bit in plane `p` (`tracer_common::plane`).
+    fn set(&self, p: u32, pid: u32, on: bool) {
+        let word = (p * PLANE_WORDS + pid / 64) as usize;
+        let bit = 1u64 << (pid % 64);
         if word >= self.len {
             return;
         }
@@ -362,7 +366,7 @@ impl Probes {
                 0,
             )
             .with_context(|| format!("registering pid {tgid} for tracing"))?;
-        self.traced_bits.set(tgid, self_too);
+        self.traced_bits.set(plane::REGISTERED, tgid, self_too);
         Ok(())
     }
 
@@ -378,7 +382,7 @@ impl Probes {
     pub fn untrace(&mut self, tgid: u32) -> Result<()> {
         let mut traced: HashMap<_, u32, ProcState> =
             HashMap::try_from(map(&mut self.ebpf, "TRACED")?)?;
-        self.traced_bits.set(tgid, false);
+        self.traced_bits.set(plane::REGISTERED, tgid, false);
         match traced.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("unregistering pid {tgid}")),
@@ -494,7 +498,9 @@ impl Probes {
     /// Reads the Python frames of `pid`'s acquisitions, with this layout.
     pub fn python_process(&mut self, pid: u32, layout: &PyLayout) -> Result<()> {
         let mut m: HashMap<_, u32, PyLayout> = HashMap::try_from(map(&mut self.ebpf, "PY_PROCS")?)?;
-        Ok(m.insert(pid, layout, 0)?)
+        m.insert(pid, layout, 0)?;
+        self.traced_bits.set(plane::RUNTIME, pid, true);
+        Ok(())
     }
 
     /// Stops reading `pid`'s Python frames and forgets which code objects it described.
