@@ -59,24 +59,49 @@ fn user_g(l: &GoLayout, g: u64) -> u64 {
     }
 }
 
-/// The id of the goroutine the current thread runs (0: not Go, or none).
+/// What the current thread runs, in a Go process.
+pub struct Running {
+    /// The goroutine (0: not Go, or none).
+    pub goid: u64,
+    /// The top of the goroutine (or system) stack that holds `sp` (0: unknown).
+    pub stack_hi: u64,
+}
+
+impl Running {
+    const NONE: Self = Self {
+        goid: 0,
+        stack_hi: 0,
+    };
+}
+
+/// The goroutine the current thread runs, and the bounds of the stack its stack pointer `sp`
+/// is on: goroutine stacks lie in heap mappings, so the mapping's end says nothing of where
+/// one ends.
 #[inline(always)]
-pub fn current_goid(tgid: u32, task: u64) -> u64 {
+pub fn running(tgid: u32, task: u64, sp: u64) -> Running {
     let Some(l) = layout(tgid) else {
-        return 0;
+        return Running::NONE;
     };
     let Some(fs) = kread::<u64>(task, off!(task_fsbase)) else {
-        return 0;
+        return Running::NONE;
     };
     // A thread before the runtime set its TLS, or a C thread without a g, holds none.
     let g = match uread::<u64>(fs.wrapping_add(l.tls_g as u64)) {
-        Some(g) if g != 0 => user_g(&l, g),
-        _ => return 0,
+        Some(g) if g != 0 => g,
+        _ => return Running::NONE,
     };
-    if g == 0 {
-        return 0;
-    }
-    uread::<u64>(g + l.g_goid as u64).unwrap_or(0)
+    // `g.stack` {lo, hi} is the first field of runtime.g (its offset is fixed in the runtime).
+    let stack_hi = match uread::<[u64; 2]>(g) {
+        Some([lo, hi]) if lo <= sp && sp < hi => hi,
+        _ => 0,
+    };
+    let user = user_g(&l, g);
+    let goid = if user == 0 {
+        0
+    } else {
+        uread::<u64>(user + l.g_goid as u64).unwrap_or(0)
+    };
+    Running { goid, stack_hi }
 }
 
 /// A saved register of the probed thread.

@@ -1,6 +1,6 @@
 //! The user stack of an acquisition: recognized by the memo, or copied (from the stack pointer
-//! to the end of its mapping, in one of the fixed size classes the ring needs) for userspace to
-//! unwind.
+//! to the end of its mapping, or of its goroutine stack in Go, in one of the fixed size classes
+//! the ring needs) for userspace to unwind.
 use core::{
     ffi::c_void,
     ptr::{addr_of, addr_of_mut},
@@ -132,7 +132,8 @@ pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     let regs = *regs;
     // SAFETY: helper returning the current task's BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let goid = go::current_goid(acq.tgid, task);
+    let go = go::running(acq.tgid, task, regs.sp);
+    let goid = go.goid;
     let stack_max = config_u32(addr_of!(CONFIG.stack_max));
     if stack_max != 0 {
         let site = memo_site(acq.tgid, &regs);
@@ -143,6 +144,8 @@ pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     }
     let mut want = if stack_max == 0 || regs.sp == 0 {
         0
+    } else if go.stack_hi != 0 {
+        go.stack_hi - regs.sp
     } else {
         match stack_extent(acq.tid, regs.sp) {
             // Unknown extent: a small copy still usually covers the innermost frames.
