@@ -665,8 +665,14 @@ impl State {
     fn site_of(&mut self, a: &AcquireEvent, stack: &[u8]) -> Option<SiteId> {
         let pid = a.header.tgid;
         if a.memo_site != 0 {
+            let site = a.memo_site - 1;
+            // Only sites this collector taught the kernel exist; anything else is corrupt.
+            if site as usize >= self.sites.stacks.len() {
+                self.stats.bad_records += 1;
+                return None;
+            }
             self.stats.memo_hits += 1;
-            return Some(a.memo_site - 1);
+            return Some(site);
         }
         if stack.is_empty() {
             self.stats.stacks_missing += 1;
