@@ -24,11 +24,16 @@ use crate::{
     stack::{record_stack, stack_len_for},
 };
 
-/// Submit flags of a record: waking the consumer costs an IPI per record, so it is woken only
-/// once the ring holds `wakeup_bytes` (userspace also drains on a short timer).
+/// Submit flags of a record of `len` bytes about to go to the ring. Waking the consumer costs
+/// an IPI (a VM exit under a hypervisor), so it is woken only when this record takes the ring
+/// past a multiple of `wakeup_bytes`: once per that much data, however long the consumer takes
+/// to drain (waking on every record above the mark sent an IPI per record while it drained).
+/// Userspace also drains on a short timer, which covers a crossing missed between CPUs.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > config_u32(addr_of!(CONFIG.wakeup_bytes)) {
+pub fn wakeup_flags(len: usize) -> u64 {
+    let mark = config_u32(addr_of!(CONFIG.wakeup_bytes));
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if mark != 0 && (avail + len as u64) / mark != avail / mark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -47,7 +52,13 @@ pub fn header(kind: u32, tgid: u32) -> EventHeader {
 
 /// Reserves a fixed-size record, fills it with `fill` and submits it (a full ring is counted).
 #[inline(always)]
-pub fn emit<T: 'static>(fill: impl FnOnce(*mut T), flags: u64) {
+pub fn emit<T: 'static>(fill: impl FnOnce(*mut T)) {
+    emit_with(fill, wakeup_flags(size_of::<T>()));
+}
+
+/// [`emit`] with the submit flags given (e.g. a forced wakeup).
+#[inline(always)]
+pub fn emit_with<T: 'static>(fill: impl FnOnce(*mut T), flags: u64) {
     match EVENTS.reserve::<T>(0) {
         Some(mut rec) => {
             fill(rec.as_mut_ptr());
@@ -91,7 +102,10 @@ pub fn emit_release(tgid: u32, fd: u32, seq: u64, how: u32) {
             ts_ns: 0,
         };
         (*b).cpu = bpf_get_smp_processor_id();
-        if EVENTS.output::<ReleaseBatch>(&*b, wakeup_flags()).is_err() {
+        if EVENTS
+            .output::<ReleaseBatch>(&*b, wakeup_flags(size_of::<ReleaseBatch>()))
+            .is_err()
+        {
             bump(counter::EVENTS_LOST, RELEASE_BATCH as u64);
         }
         write_volatile(addr_of_mut!((*b).n), 0);
@@ -197,6 +211,7 @@ pub fn emit_acquire<const N: usize>(
     goid: u64,
 ) {
     const HDR: usize = size_of::<AcquireEvent>();
+    let wake = wakeup_flags(HDR + N);
     let Some(mut rec) = EVENTS.reserve_bytes(HDR + N, 0) else {
         bump(counter::EVENTS_LOST, 1);
         return;
@@ -232,7 +247,7 @@ pub fn emit_acquire<const N: usize>(
     // A stack copy is a call site the collector has not taught the kernel yet: wake it if it
     // sleeps (the ring's own adaptive wakeup: no IPI while it is busy draining), so that the
     // memo is learned before a burst from that site fills the ring with copies.
-    rec.submit(if copied { 0 } else { wakeup_flags() });
+    rec.submit(if copied { 0 } else { wake });
 }
 
 /// Fills `dst` (NAME_MAX bytes) from the acquisition's name source; returns the bytes used.

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use tracer_common::{GO_FRAMES, GoLayout, GoSpawnEvent, TaskExitEvent, event, task};
 
 use crate::{
-    emit::{emit, header, wakeup_flags},
+    emit::{emit, header},
     filter::{may_have_runtime, set_runtime, traced},
     kmem::{kread, uread},
     maps::{GO_BINARIES, GO_PROCS, off},
@@ -142,32 +142,29 @@ pub fn go_spawn(ctx: ProbeContext) -> u32 {
     } else {
         0
     };
-    emit::<GoSpawnEvent>(
-        |ev| {
-            // SAFETY: writes stay inside the reserved record.
-            unsafe {
-                (*ev).header = header(event::GO_SPAWN, tgid);
-                (*ev).goid = goid;
-                (*ev).parent_goid = parent;
-                // The creator's stack from its saved frame pointer (Go keeps frame pointers).
-                let mut bp = bp;
-                let mut n = 0;
-                while n < GO_FRAMES && bp != 0 {
-                    match (uread::<u64>(bp + 8), uread::<u64>(bp)) {
-                        (Some(pc), Some(next)) if pc != 0 => {
-                            (*ev).pcs[n] = pc;
-                            n += 1;
-                            bp = next;
-                        }
-                        _ => break,
+    emit::<GoSpawnEvent>(|ev| {
+        // SAFETY: writes stay inside the reserved record.
+        unsafe {
+            (*ev).header = header(event::GO_SPAWN, tgid);
+            (*ev).goid = goid;
+            (*ev).parent_goid = parent;
+            // The creator's stack from its saved frame pointer (Go keeps frame pointers).
+            let mut bp = bp;
+            let mut n = 0;
+            while n < GO_FRAMES && bp != 0 {
+                match (uread::<u64>(bp + 8), uread::<u64>(bp)) {
+                    (Some(pc), Some(next)) if pc != 0 => {
+                        (*ev).pcs[n] = pc;
+                        n += 1;
+                        bp = next;
                     }
+                    _ => break,
                 }
-                (*ev).n = n as u32;
-                (*ev)._pad = 0;
             }
-        },
-        wakeup_flags(),
-    );
+            (*ev).n = n as u32;
+            (*ev)._pad = 0;
+        }
+    });
     0
 }
 
@@ -184,19 +181,16 @@ pub fn go_exit(ctx: ProbeContext) -> u32 {
     let Some(goid) = uread::<u64>(reg(&ctx, PT_AX) + l.g_goid as u64) else {
         return 0;
     };
-    emit::<TaskExitEvent>(
-        |ev| {
-            // SAFETY: `ev` is the reserved record.
-            unsafe {
-                ev.write(TaskExitEvent {
-                    header: header(event::TASK_EXIT, tgid),
-                    id: goid,
-                    kind: task::GOROUTINE,
-                    group_exit: 0,
-                })
-            }
-        },
-        wakeup_flags(),
-    );
+    emit::<TaskExitEvent>(|ev| {
+        // SAFETY: `ev` is the reserved record.
+        unsafe {
+            ev.write(TaskExitEvent {
+                header: header(event::TASK_EXIT, tgid),
+                id: goid,
+                kind: task::GOROUTINE,
+                group_exit: 0,
+            })
+        }
+    });
     0
 }

@@ -11,7 +11,7 @@ use tracer_common::{FdKey, IoCompleteEvent, IoReq, UserRegs, counter, event, rel
 
 use crate::{
     account::{account_fd, release_fd},
-    emit::{Acquisition, NAME_KSTR, NameSrc, emit, header, wakeup_flags},
+    emit::{Acquisition, NAME_KSTR, NameSrc, emit, header},
     fdtable::{S_IFSOCK, current_fdt, fd_file, file_inode, file_socket},
     filter::traced,
     kmem::{bump, kread, next_seq, uread},
@@ -208,24 +208,21 @@ pub fn io_complete(ctx: BtfTracePointContext) -> i32 {
         let _ = account_fd(pending.tgid, fd2, &acq.entry(0, file2), release::REPLACED);
     }
     let ino2 = file_inode(file2).0;
-    emit::<IoCompleteEvent>(
-        |ev| {
-            // SAFETY: `ev` is the reserved record.
-            unsafe {
-                ev.write(IoCompleteEvent {
-                    header: header(event::IO_COMPLETE, pending.tgid),
-                    seq,
-                    submit_seq: pending.seq,
-                    ino: [ino, ino2],
-                    fd,
-                    fd2,
-                    i_mode,
-                    syscall: pending.syscall,
-                    more: more as u32,
-                })
-            }
-        },
-        wakeup_flags(),
-    );
+    emit::<IoCompleteEvent>(|ev| {
+        // SAFETY: `ev` is the reserved record.
+        unsafe {
+            ev.write(IoCompleteEvent {
+                header: header(event::IO_COMPLETE, pending.tgid),
+                seq,
+                submit_seq: pending.seq,
+                ino: [ino, ino2],
+                fd,
+                fd2,
+                i_mode,
+                syscall: pending.syscall,
+                more: more as u32,
+            })
+        }
+    });
     0
 }

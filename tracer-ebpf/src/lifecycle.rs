@@ -21,7 +21,7 @@ const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
 use crate::{
     account::release_fd,
-    emit::{emit, header, wakeup_flags},
+    emit::{emit, emit_with, header},
     fdtable::{OpenBits, current_fdt, fd_file, max_fds, task_fdt},
     filter::{selected, set_registered},
     kmem::{bump, kread},
@@ -151,19 +151,16 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
         for_each_slot(max_fds(fdt).unwrap_or(0), fork_step, &mut l);
     }
     let inherited = l.count;
-    emit::<ForkEvent>(
-        |ev| {
-            // SAFETY: `ev` is the reserved record.
-            unsafe {
-                ev.write(ForkEvent {
-                    header: header(event::FORK, child_tgid),
-                    parent_tgid,
-                    inherited,
-                })
-            }
-        },
-        wakeup_flags(),
-    );
+    emit::<ForkEvent>(|ev| {
+        // SAFETY: `ev` is the reserved record.
+        unsafe {
+            ev.write(ForkEvent {
+                header: header(event::FORK, child_tgid),
+                parent_tgid,
+                inherited,
+            })
+        }
+    });
     0
 }
 
@@ -223,26 +220,23 @@ pub fn proc_exec(ctx: RawTracePointContext) -> i32 {
     for_each_slot(if before > size { before } else { size }, exec_step, &mut l);
     let released = l.count;
     let filename: u64 = kread(ctx.arg::<u64>(2), off!(binprm_filename)).unwrap_or(0);
-    emit::<ExecEvent>(
-        |ev| {
-            // SAFETY: writes stay inside the reserved record; the helper validates the kernel
-            // pointer.
-            unsafe {
-                (*ev).header = header(event::EXEC, tgid);
-                (*ev).released = released;
-                (*ev)._pad = 0;
-                let n = bpf_probe_read_kernel_str(
-                    addr_of_mut!((*ev).filename).cast(),
-                    NAME_MAX as u32,
-                    filename as *const c_void,
-                );
-                if n <= 0 {
-                    (*ev).filename[0] = 0;
-                }
+    emit::<ExecEvent>(|ev| {
+        // SAFETY: writes stay inside the reserved record; the helper validates the kernel
+        // pointer.
+        unsafe {
+            (*ev).header = header(event::EXEC, tgid);
+            (*ev).released = released;
+            (*ev)._pad = 0;
+            let n = bpf_probe_read_kernel_str(
+                addr_of_mut!((*ev).filename).cast(),
+                NAME_MAX as u32,
+                filename as *const c_void,
+            );
+            if n <= 0 {
+                (*ev).filename[0] = 0;
             }
-        },
-        wakeup_flags(),
-    );
+        }
+    });
     0
 }
 
@@ -262,20 +256,17 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
         // A thread ended: alive at the exit if the whole process is exiting.
         let tid = bpf_get_current_pid_tgid() as u32;
         let flags: u32 = kread(signal, off!(signal_flags)).unwrap_or(0);
-        emit::<TaskExitEvent>(
-            |ev| {
-                // SAFETY: `ev` is the reserved record.
-                unsafe {
-                    ev.write(TaskExitEvent {
-                        header: header(event::TASK_EXIT, tgid),
-                        id: tid as u64,
-                        kind: task::THREAD,
-                        group_exit: (flags & SIGNAL_GROUP_EXIT != 0) as u32,
-                    })
-                }
-            },
-            wakeup_flags(),
-        );
+        emit::<TaskExitEvent>(|ev| {
+            // SAFETY: `ev` is the reserved record.
+            unsafe {
+                ev.write(TaskExitEvent {
+                    header: header(event::TASK_EXIT, tgid),
+                    id: tid as u64,
+                    kind: task::THREAD,
+                    group_exit: (flags & SIGNAL_GROUP_EXIT != 0) as u32,
+                })
+            }
+        });
         return 0;
     }
     let status: u32 = kread(task, off!(task_exit_code)).unwrap_or(0);
@@ -287,7 +278,7 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let Some(v) = verify(tgid, task) else {
         return 0;
     };
-    emit::<ExitEvent>(
+    emit_with::<ExitEvent>(
         |ev| {
             // SAFETY: `ev` is the reserved record.
             unsafe {
