@@ -19,6 +19,10 @@
 //! tracer puts on a process it does not select is measured in rounds of bare and watched runs
 //! (not twins: that cost exists only while tracer runs). Everything is also written as JSON
 //! (`target/bench.json`).
+//!
+//! With `--against TRACER` (a copy of an earlier build), the loops also run twins of this
+//! tracer against that one, each tracing its own twin: a change of a few percent, invisible
+//! against bare runs that drift, shows as that row's ratio (about 1.00 for the same build).
 use std::{
     collections::{BTreeMap, HashSet},
     fs,
@@ -52,6 +56,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Also measure strace, valgrind and bpftrace.
     pub peers: bool,
+    /// Another tracer binary (an earlier build) to measure this one against, as twins.
+    pub against: Option<PathBuf>,
 }
 
 /// The CPU the twins share; the other one runs the server, the load and the tools' helpers.
@@ -67,6 +73,9 @@ enum Tool {
     Strace,
     Valgrind,
     Bpftrace,
+    /// This tracer, whose twin runs under the `--against` tracer instead of bare: a change
+    /// smaller than the VM's drift, measured directly (loops only).
+    Against,
 }
 
 impl Tool {
@@ -77,6 +86,7 @@ impl Tool {
             Tool::Strace => "strace -f (fd syscalls)",
             Tool::Valgrind => "valgrind --track-fds=yes",
             Tool::Bpftrace => "bpftrace (tracepoints + ustack)",
+            Tool::Against => "tracer against the --against tracer",
         }
     }
 
@@ -87,13 +97,14 @@ impl Tool {
             Tool::Strace => "strace",
             Tool::Valgrind => "valgrind",
             Tool::Bpftrace => "bpftrace",
+            Tool::Against => "against",
         }
     }
 
     /// The program a peer needs, and its Debian package.
     fn needs(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Tool::Bare | Tool::Tracer => None,
+            Tool::Bare | Tool::Tracer | Tool::Against => None,
             Tool::Strace => Some(("strace", "strace")),
             Tool::Valgrind => Some(("valgrind", "valgrind")),
             Tool::Bpftrace => Some(("bpftrace", "bpftrace")),
@@ -171,6 +182,18 @@ pub fn bench(opts: &Options) -> Result<()> {
             apt_install(&[package]).with_context(|| format!("{package} is needed"))?;
         }
     }
+    if let Some(other) = &opts.against
+        && !other.is_file()
+    {
+        bail!("--against {}: no such tracer binary", other.display());
+    }
+    // The loops also measure this tracer against the other one; servers do not.
+    let loop_tools: Vec<Tool> = tools
+        .iter()
+        .copied()
+        .chain(opts.against.is_some().then_some(Tool::Against))
+        .collect();
+    let against = opts.against.as_deref();
     let started = Instant::now();
     let want = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == w);
     let mut results = Vec::new();
@@ -192,8 +215,10 @@ pub fn bench(opts: &Options) -> Result<()> {
         eprintln!("bench: {title} ({n} iterations, {} rounds)", opts.runs);
         let mut cmd = vec![churn.display().to_string(), key.to_string(), n.to_string()];
         cmd.extend(arg);
-        let pairs = rounds(&tools, opts.runs, |tool| twin_loop(tool, &cmd))?;
-        let profile = profile(|| twin_loop(Tool::Tracer, &cmd).map(drop))?;
+        let pairs = rounds(&loop_tools, opts.runs, |tool| {
+            twin_loop(tool, &cmd, against)
+        })?;
+        let profile = profile(|| twin_loop(Tool::Tracer, &cmd, None).map(drop))?;
         results.push(workload(key, title, n, false, &pairs, &profile, n));
     }
     if want("go-http") {
@@ -211,10 +236,13 @@ pub fn bench(opts: &Options) -> Result<()> {
             n.to_string(),
             nginx.port.to_string(),
         ];
-        let pairs = rounds(&[Tool::Bare, Tool::Tracer], opts.runs, |tool| {
-            twin_loop(tool, &cmd)
-        })?;
-        let profile = profile(|| twin_loop(Tool::Tracer, &cmd).map(drop))?;
+        let go_tools: Vec<Tool> = loop_tools
+            .iter()
+            .copied()
+            .filter(|t| matches!(t, Tool::Bare | Tool::Tracer | Tool::Against))
+            .collect();
+        let pairs = rounds(&go_tools, opts.runs, |tool| twin_loop(tool, &cmd, against))?;
+        let profile = profile(|| twin_loop(Tool::Tracer, &cmd, None).map(drop))?;
         results.push(workload("go-http", title, n, false, &pairs, &profile, n));
     }
     drop(nginx);
@@ -344,7 +372,7 @@ fn under(tool: Tool, cmd: &[String], json: &Path) -> Result<(Command, Option<Pat
     let mut script = None;
     let mut c = match tool {
         Tool::Bare => Command::new(&cmd[0]),
-        Tool::Tracer => {
+        Tool::Tracer | Tool::Against => {
             let mut c = tracer_command();
             c.args(["run", "-q", "--json"])
                 .arg(json)
@@ -426,15 +454,28 @@ impl Twin {
 }
 
 /// One round of a loop: the tool twin and a bare twin started together on one CPU.
-fn twin_loop(tool: Tool, cmd: &[String]) -> Result<Pair> {
+fn twin_loop(tool: Tool, cmd: &[String], against: Option<&Path>) -> Result<Pair> {
     let dir = tempfile_dir()?;
     let json = dir.join("report.json");
     let go = dir.join("go");
     mkfifo(&go)?;
     let (c, _script) = under(tool, cmd, &json)?;
     let mut traced = Twin::start(c, &go)?;
-    let mut plain = Command::new(&cmd[0]);
-    plain.args(&cmd[1..]);
+    let plain = match (tool, against) {
+        (Tool::Against, Some(other)) => {
+            let mut c = Command::new(other);
+            c.args(["run", "-q", "--json"])
+                .arg(dir.join("against.json"))
+                .arg("--")
+                .args(cmd);
+            c
+        }
+        _ => {
+            let mut c = Command::new(&cmd[0]);
+            c.args(&cmd[1..]);
+            c
+        }
+    };
     let mut bare = Twin::start(plain, &go)?;
     traced.ready()?;
     bare.ready()?;

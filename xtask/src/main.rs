@@ -72,6 +72,10 @@ enum Task {
         /// Bare and tracer only (no strace, valgrind, bpftrace): for quick comparisons.
         #[arg(long)]
         no_peers: bool,
+        /// Also run the loops' twins under this tracer binary (a copy of an earlier build) and
+        /// this one: a row with the ratio of the two, for changes smaller than the drift.
+        #[arg(long, value_name = "TRACER")]
+        against: Option<PathBuf>,
     },
 }
 
@@ -124,6 +128,7 @@ fn try_main() -> Result<()> {
             wrk_secs,
             only,
             no_peers,
+            against,
         } => {
             setup()?;
             build()?;
@@ -136,6 +141,7 @@ fn try_main() -> Result<()> {
                 wrk_secs,
                 only,
                 peers: !no_peers,
+                against,
             })
         }
     }
