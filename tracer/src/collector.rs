@@ -52,6 +52,11 @@ pub struct Sites {
 }
 
 impl Sites {
+    /// `id` if it is a site handed out (the kernel's memo only knows those).
+    pub fn known(&self, id: SiteId) -> Option<SiteId> {
+        ((id as usize) < self.stacks.len()).then_some(id)
+    }
+
     /// The id of this stack, interned on first sight.
     pub fn intern(&mut self, frames: Vec<RawFrame>) -> SiteId {
         let key: Vec<_> = frames
@@ -665,12 +670,11 @@ impl State {
     fn site_of(&mut self, a: &AcquireEvent, stack: &[u8]) -> Option<SiteId> {
         let pid = a.header.tgid;
         if a.memo_site != 0 {
-            let site = a.memo_site - 1;
-            // Only sites this collector taught the kernel exist; anything else is corrupt.
-            if site as usize >= self.sites.stacks.len() {
+            // Any other site number is a corrupt record.
+            let Some(site) = self.sites.known(a.memo_site - 1) else {
                 self.stats.bad_records += 1;
                 return None;
-            }
+            };
             self.stats.memo_hits += 1;
             return Some(site);
         }
@@ -1143,6 +1147,18 @@ fn unknown_kind(syscall: u16) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sites_handed_out_are_known() {
+        let mut sites = Sites::default();
+        assert_eq!(sites.known(0), None);
+        let id = sites.intern(Vec::new());
+        assert_eq!(
+            (id, sites.known(id), sites.known(id + 1)),
+            (0, Some(0), None)
+        );
+        assert_eq!(sites.known(u32::MAX), None);
+    }
 
     #[test]
     fn a_table_the_kernel_could_not_read_whole_is_unverified() {

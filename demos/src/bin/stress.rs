@@ -60,12 +60,25 @@ fn open_for_next(path: &Path) -> io::Result<RawFd> {
     Ok(File::open(path)?.into_raw_fd())
 }
 
+/// Descriptors in flight to a thread at most: a thread the scheduler leaves behind holds up
+/// its predecessor rather than letting it run into the descriptor limit.
+const HANDOFF_BOUND: usize = 256;
+
+/// Closes what the previous thread handed over so far.
+fn close_handed(from_previous: &mpsc::Receiver<RawFd>) {
+    while let Ok(fd) = from_previous.try_recv() {
+        // SAFETY: the previous thread gave up this descriptor.
+        drop(unsafe { File::from_raw_fd(fd) });
+    }
+}
+
 /// Opens `iterations` files, hands them to the next thread (keeping `quota`), and closes what
-/// the previous thread hands over.
+/// the previous thread hands over. While the next thread's queue is full it keeps closing its
+/// own, so that a ring of full queues still moves.
 fn handoff_worker(
     quota: usize,
     iterations: usize,
-    next: mpsc::Sender<RawFd>,
+    next: mpsc::SyncSender<RawFd>,
     from_previous: mpsc::Receiver<RawFd>,
 ) -> io::Result<()> {
     let path = Path::new("/dev/null");
@@ -76,12 +89,24 @@ fn handoff_worker(
             leaked += 1;
             leak_one(path)?;
         } else {
-            let _ = next.send(open_for_next(path)?);
+            let mut fd = open_for_next(path)?;
+            loop {
+                match next.try_send(fd) {
+                    Ok(()) => break,
+                    Err(mpsc::TrySendError::Full(back)) => {
+                        fd = back;
+                        close_handed(&from_previous);
+                        std::thread::yield_now();
+                    }
+                    Err(mpsc::TrySendError::Disconnected(back)) => {
+                        // SAFETY: nobody else holds it.
+                        drop(unsafe { File::from_raw_fd(back) });
+                        break;
+                    }
+                }
+            }
         }
-        while let Ok(fd) = from_previous.try_recv() {
-            // SAFETY: the previous thread gave up this descriptor.
-            drop(unsafe { File::from_raw_fd(fd) });
-        }
+        close_handed(&from_previous);
     }
     drop(next);
     for fd in from_previous {
@@ -93,8 +118,9 @@ fn handoff_worker(
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let (senders, mut receivers): (Vec<_>, Vec<_>) =
-        (0..args.threads).map(|_| mpsc::channel::<RawFd>()).unzip();
+    let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..args.threads)
+        .map(|_| mpsc::sync_channel::<RawFd>(HANDOFF_BOUND))
+        .unzip();
     // Thread t sends to thread t + 1: it receives from thread t - 1.
     receivers.rotate_right(1);
     let threads: Vec<_> = senders
