@@ -236,10 +236,9 @@ pub fn bench(opts: &Options) -> Result<()> {
             n.to_string(),
             nginx.port.to_string(),
         ];
-        let go_tools: Vec<Tool> = loop_tools
-            .iter()
-            .copied()
-            .filter(|t| matches!(t, Tool::Bare | Tool::Tracer | Tool::Against))
+        let go_tools: Vec<Tool> = [Tool::Bare, Tool::Tracer]
+            .into_iter()
+            .chain(against.map(|_| Tool::Against))
             .collect();
         let pairs = rounds(&go_tools, opts.runs, |tool| twin_loop(tool, &cmd, against))?;
         let profile = profile(|| twin_loop(Tool::Tracer, &cmd, None).map(drop))?;
@@ -367,19 +366,23 @@ fn workload(
     })
 }
 
+/// `tracer` (a command starting it) running `program` quietly, its report to `json`; the
+/// program's arguments are the caller's to add.
+fn tracer_run(mut tracer: Command, json: &Path, program: &str) -> Command {
+    tracer
+        .args(["run", "-q", "--json"])
+        .arg(json)
+        .arg("--")
+        .arg(program);
+    tracer
+}
+
 /// A command under a tool (`Tool::Bare`: as it is). `json` is where tracer writes its report.
 fn under(tool: Tool, cmd: &[String], json: &Path) -> Result<(Command, Option<PathBuf>)> {
     let mut script = None;
     let mut c = match tool {
         Tool::Bare => Command::new(&cmd[0]),
-        Tool::Tracer | Tool::Against => {
-            let mut c = tracer_command();
-            c.args(["run", "-q", "--json"])
-                .arg(json)
-                .arg("--")
-                .arg(&cmd[0]);
-            c
-        }
+        Tool::Tracer | Tool::Against => tracer_run(tracer_command(), json, &cmd[0]),
         Tool::Strace => {
             let mut c = Command::new("strace");
             c.args([
@@ -461,21 +464,13 @@ fn twin_loop(tool: Tool, cmd: &[String], against: Option<&Path>) -> Result<Pair>
     mkfifo(&go)?;
     let (c, _script) = under(tool, cmd, &json)?;
     let mut traced = Twin::start(c, &go)?;
-    let plain = match (tool, against) {
+    let mut plain = match (tool, against) {
         (Tool::Against, Some(other)) => {
-            let mut c = Command::new(other);
-            c.args(["run", "-q", "--json"])
-                .arg(dir.join("against.json"))
-                .arg("--")
-                .args(cmd);
-            c
+            tracer_run(Command::new(other), &dir.join("against.json"), &cmd[0])
         }
-        _ => {
-            let mut c = Command::new(&cmd[0]);
-            c.args(&cmd[1..]);
-            c
-        }
+        _ => Command::new(&cmd[0]),
     };
+    plain.args(&cmd[1..]);
     let mut bare = Twin::start(plain, &go)?;
     traced.ready()?;
     bare.ready()?;
