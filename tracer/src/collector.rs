@@ -896,6 +896,11 @@ impl State {
             let Some(acq) = self.acct.acquisition(seq) else {
                 continue; // released meanwhile
             };
+            // Nobody holding the other end now does not erase who held it: at a client's exit
+            // its sockets close one by one and their servers' ends go before the exit record.
+            if peer.is_none() && acq.peer.is_some() {
+                continue;
+            }
             if acq.peer != peer {
                 self.acct.apply(Change::Peer {
                     seq,
