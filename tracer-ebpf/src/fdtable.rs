@@ -1,6 +1,6 @@
 //! Reading a task's descriptor table: the table itself, its open bitmap, the open file behind a
 //! number, and what an open file is (inode, socket).
-use aya_ebpf::helpers::bpf_get_current_task;
+use aya_ebpf::helpers::generated::bpf_get_current_task_btf;
 
 use crate::{kmem::kread, maps::off};
 
@@ -15,11 +15,22 @@ pub fn task_fdt(task: u64) -> Option<u64> {
     kread(files, off!(files_fdt))
 }
 
-/// The current task's descriptor table.
+/// The current task's descriptor table. Loaded through the task's BTF pointer rather than with
+/// helper calls: the offsets are constants to the verifier (CONFIG is frozen read-only data),
+/// and a fault reads 0.
 #[inline(always)]
 pub fn current_fdt() -> Option<u64> {
     // SAFETY: helper without preconditions.
-    task_fdt(unsafe { bpf_get_current_task() })
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // SAFETY: `task` is a BTF pointer and both offsets are of pointer fields (task->files,
+    // files->fdt): the verifier checks them against BTF and turns them into fault-safe loads.
+    let files = unsafe { *((task + off!(task_files)) as *const u64) };
+    if files == 0 {
+        return None;
+    }
+    // SAFETY: as above; `files` is a BTF pointer to the task's files_struct.
+    let fdt = unsafe { *((files + off!(files_fdt)) as *const u64) };
+    (fdt != 0).then_some(fdt)
 }
 
 /// The number of slots of a table.

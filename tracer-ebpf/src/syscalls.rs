@@ -24,9 +24,7 @@ use tracer_common::{
 use crate::{
     account::{account_fd, release_fd, seq_of},
     emit::{Acquisition, NAME_SOCKADDR, NAME_STR, NameSrc},
-    fdtable::{
-        OpenBits, S_IFSOCK, current_fdt, fd_file, file_inode, file_socket, max_fds, task_fdt,
-    },
+    fdtable::{OpenBits, S_IFSOCK, current_fdt, fd_file, file_inode, file_socket, max_fds},
     filter::{registered, traced},
     kmem::{bump, next_seq, uread},
     maps::{EXEC_FDS, SYSCALLS, system_wide},
@@ -73,24 +71,12 @@ fn tp_word<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
     unsafe { *(ctx.as_ptr().add(off) as *const T) }
 }
 
-/// The current task (its BTF pointer, also usable as a kernel address).
-#[inline(always)]
-fn current_task() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_get_current_task_btf() as u64 }
-}
-
-/// A task's saved user-mode registers (a BTF pointer: loads are checked by the verifier).
-#[inline(always)]
-fn pt_regs_of(task: u64) -> *const u64 {
-    // SAFETY: `task` is the current task's BTF pointer.
-    unsafe { bpf_task_pt_regs(task as *mut _) as *const u64 }
-}
-
-/// The current task's saved user-mode registers.
+/// The current task's saved user-mode registers (a BTF pointer: loads are checked by the
+/// verifier).
 #[inline(always)]
 fn user_pt_regs() -> *const u64 {
-    pt_regs_of(current_task())
+    // SAFETY: helpers without preconditions; the task is the current one's BTF pointer.
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64 }
 }
 
 #[inline(always)]
@@ -277,8 +263,7 @@ fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64, py_stack: u64) {
     if ret < 0 && !limit_hit {
         return;
     }
-    let task = current_task();
-    let regs_ptr = pt_regs_of(task);
+    let regs_ptr = user_pt_regs();
     let regs = user_regs(regs_ptr);
     if limit_hit {
         bump(counter::EMFILE, 1);
@@ -313,7 +298,7 @@ fn acquire_exit(shape: &Shape, pid_tgid: u64, ret: i64, py_stack: u64) {
         fd_from::RET => (ret as i32, -1),
         _ => (-1, -1),
     };
-    acquire(shape, pid_tgid, task, &a, (fd, fd2), &regs, py_stack);
+    acquire(shape, pid_tgid, &a, (fd, fd2), &regs, py_stack);
 }
 
 /// Reads the two descriptors a pipe()/socketpair() wrote to user memory.
@@ -331,7 +316,6 @@ fn user_fd_pair(ptr: u64) -> (i32, i32) {
 fn acquire(
     shape: &Shape,
     pid_tgid: u64,
-    task: u64,
     a: &[u64; 6],
     (fd, fd2): (i32, i32),
     regs: &UserRegs,
@@ -355,7 +339,7 @@ fn acquire(
     acq.fd2 = fd2;
     acq.py_stack = py_stack;
     acq.src_seq = seq_of(tgid, src_fd);
-    let fdt = task_fdt(task).unwrap_or(0);
+    let fdt = current_fdt().unwrap_or(0);
     let file = fd_file(fdt, fd);
     let file2 = fd_file(fdt, fd2);
     // The inode is only needed where the syscall does not say what the descriptor is (a
