@@ -31,7 +31,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -194,6 +194,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         .chain(opts.against.is_some().then_some(Tool::Against))
         .collect();
     let against = opts.against.as_deref();
+    let _ = BASELINE_PROGRAMS.set(program_ids());
     let started = Instant::now();
     let want = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == w);
     let mut results = Vec::new();
@@ -289,6 +290,7 @@ fn rounds(
     let mut out: Vec<(Tool, Vec<Pair>)> = tools.iter().map(|&t| (t, Vec::new())).collect();
     for round in 0..runs {
         for (tool, pairs) in &mut out {
+            settle();
             let p =
                 measure(*tool).with_context(|| format!("{} (round {})", tool.name(), round + 1))?;
             pairs.push(p);
@@ -685,13 +687,44 @@ fn twin_server(tool: Tool, secs: u64) -> Result<Pair> {
     Ok(p)
 }
 
+/// The eBPF programs loaded when the benchmark started (not the tools').
+static BASELINE_PROGRAMS: OnceLock<HashSet<u32>> = OnceLock::new();
+
+/// Ids of the eBPF programs loaded now.
+fn program_ids() -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Waits (at most 20 s) until the programs of the tools measured before are gone. tracer
+/// detaches its syscall hooks in the background after it exits (an RCU grace period each, about
+/// 2 s in all), and bpftrace's go the same way: until then they run on every hooked syscall of
+/// every process, so a measurement started sooner also pays for them, in both twins.
+fn settle() {
+    let Some(baseline) = BASELINE_PROGRAMS.get() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = program_ids().difference(baseline).count();
+        if left == 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("bench: {left} eBPF programs of earlier runs are still loaded after 20 s");
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs `f` with `kernel.bpf_stats_enabled`, sampling the run time of tracer's programs while
 /// it runs (they are unloaded when tracer exits).
 fn profile(f: impl FnOnce() -> Result<()>) -> Result<Vec<ProgStat>> {
-    let before: HashSet<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect();
+    settle();
+    let before = program_ids();
     let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .map_err(|e| anyhow::anyhow!("enabling bpf_stats: {e}"))?;
     let seen: Arc<Mutex<BTreeMap<u32, ProgStat>>> = Arc::default();
@@ -768,6 +801,7 @@ fn unselected(churn: &Path, opts: &Options) -> Result<Value> {
     for (name, args) in &modes {
         let mut ratios = Vec::new();
         for _ in 0..opts.runs {
+            settle();
             let bare = alone(churn, opts.open)?;
             let mut w = tracer_command()
                 .args(args)
@@ -787,6 +821,7 @@ fn unselected(churn: &Path, opts: &Options) -> Result<Value> {
             ratios.push(watched / bare);
         }
         let ratio = median(ratios.clone());
+        settle();
         let bare = alone(churn, opts.open)?;
         // Three syscalls per iteration (open, read, close).
         rows.push(json!({
