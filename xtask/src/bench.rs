@@ -718,8 +718,8 @@ fn program_ids() -> HashSet<u32> {
 
 /// Waits (at most 20 s) until the programs of the tools measured before are gone. tracer
 /// detaches its syscall hooks in the background after it exits (an RCU grace period each, about
-/// 2 s in all), and bpftrace's go the same way: until then they run on every hooked syscall of
-/// every process, so a measurement started sooner also pays for them, in both twins.
+/// 2 s in all): until then they run on every hooked syscall of every process, so a measurement
+/// started sooner also pays for them, in both twins. Any other tool's programs are waited for too.
 fn settle() {
     let Some(baseline) = BASELINE_PROGRAMS.get() else {
         return;
