@@ -8,7 +8,8 @@ use crate::{kmem::kread, maps::off};
 pub const S_IFMT: u16 = 0o170000;
 pub const S_IFSOCK: u16 = 0o140000;
 
-/// The descriptor table (`struct fdtable *`) of a task.
+/// The descriptor table (`struct fdtable *`) of a task given as a plain address (a raw
+/// tracepoint's argument, which the verifier cannot load through: hence the helper reads).
 #[inline(always)]
 pub fn task_fdt(task: u64) -> Option<u64> {
     let files: u64 = kread(task, off!(task_files))?;

@@ -465,7 +465,6 @@ fn twin_loop(tool: Tool, cmd: &[String], against: Option<&Path>) -> Result<Pair>
     let go = dir.join("go");
     mkfifo(&go)?;
     let (c, _script) = under(tool, cmd, &json)?;
-    let mut traced = Twin::start(c, &go)?;
     let mut plain = match (tool, against) {
         (Tool::Against, Some(other)) => {
             tracer_run(Command::new(other), &dir.join("against.json"), &cmd[0])
@@ -473,14 +472,7 @@ fn twin_loop(tool: Tool, cmd: &[String], against: Option<&Path>) -> Result<Pair>
         _ => Command::new(&cmd[0]),
     };
     plain.args(&cmd[1..]);
-    let mut bare = Twin::start(plain, &go)?;
-    traced.ready()?;
-    bare.ready()?;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&go)?
-        .write_all(b"gg")?;
-    let (tool_ns, bare_ns) = (traced.finish()?, bare.finish()?);
+    let [tool_ns, bare_ns] = race([c, plain], &go)?;
     let mut p = Pair {
         tool: tool_ns,
         bare: bare_ns,
@@ -500,15 +492,30 @@ fn solo_loop(cmd: &[String]) -> Result<()> {
     let go = dir.join("go");
     mkfifo(&go)?;
     let (c, _script) = under(Tool::Tracer, cmd, &dir.join("report.json"))?;
-    let mut traced = Twin::start(c, &go)?;
-    traced.ready()?;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&go)?
-        .write_all(b"g")?;
-    traced.finish()?;
+    race([c], &go)?;
     let _ = fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Starts the commands as twins, waits until each is ready, lets them all go at once (a byte
+/// each on the `go` FIFO) and returns each one's CPU ns per iteration.
+fn race<const N: usize>(cmds: [Command; N], go: &Path) -> Result<[f64; N]> {
+    let mut twins = Vec::with_capacity(N);
+    for c in cmds {
+        twins.push(Twin::start(c, go)?);
+    }
+    for t in &mut twins {
+        t.ready()?;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .open(go)?
+        .write_all(&[b'g'; N])?;
+    let mut ns = [0.0; N];
+    for (n, t) in ns.iter_mut().zip(twins) {
+        *n = t.finish()?;
+    }
+    Ok(ns)
 }
 
 fn mkfifo(path: &Path) -> Result<()> {
