@@ -73,8 +73,6 @@ pub mod event {
     pub const EXEC: u32 = 5;
     /// [`super::ExitEvent`].
     pub const EXIT: u32 = 6;
-    /// [`super::SockStateEvent`].
-    pub const SOCK_STATE: u32 = 7;
     /// [`super::IoCompleteEvent`].
     pub const IO_COMPLETE: u32 = 8;
     /// [`super::TaskExitEvent`].
@@ -134,8 +132,11 @@ pub mod counter {
     pub const BAD_CLOSE: u32 = 8;
     /// In-flight io_uring requests or passed descriptors not remembered (map full).
     pub const PENDING_LOST: u32 = 9;
+    /// TCP state changes of tracked sockets (kept in place in their SOCKS entries): userspace
+    /// reads the entries only when this moved.
+    pub const SOCK_STATES: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Flags of [`ProcState::flags`].
@@ -666,35 +667,70 @@ pub fn memo_hash(key: &MemoKey, sig_words: &[u16], word_at: impl Fn(u16) -> u64)
         .fold(memo_seed(key), |h, &i| memo_mix(h, word_at(i)))
 }
 
-/// Value of the `SOCKS` map: which descriptor a tracked socket belongs to.
+/// Value of the `SOCKS` map: which descriptor a tracked socket belongs to, and its last TCP
+/// state change (the `inet_sock_set_state` tracepoint), written in place by the kernel and read
+/// by userspace: a connection changes state several times, and only the last one is reported.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SockOwner {
+    /// Acquisition id of the socket's descriptor.
     pub seq: u64,
     pub tgid: u32,
     pub fd: u32,
-}
-
-/// A tracked socket changed TCP state (the `inet_sock_set_state` tracepoint); `header.tgid` is
-/// the owner.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SockStateEvent {
-    pub header: EventHeader,
-    /// Acquisition id of the socket's descriptor.
-    pub seq: u64,
-    pub fd: u32,
-    pub old_state: u32,
-    pub new_state: u32,
+    /// The last change: its CLOCK_MONOTONIC time with the new state in the top bits (see
+    /// [`SockOwner::state`]); 0 before any. One word, so that a reader never pairs a state with
+    /// another change's time.
+    pub state_at: u64,
+    /// Set by the first change the owner's own exit makes (the kernel closing what the process
+    /// held): the state at the exit is kept, later changes are not recorded.
+    pub frozen: u32,
     /// Address family (AF_INET, AF_INET6).
     pub family: u16,
-    /// Local and remote ports, host order.
+    /// Local and remote ports, host order (0: not known yet).
     pub sport: u16,
     pub dport: u16,
     pub _pad: [u16; 3],
-    /// Local and remote addresses (IPv4 in the first 4 bytes).
+    /// Local and remote addresses (IPv4 in the first 4 bytes), valid with their port.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+}
+
+impl SockOwner {
+    /// Bits of [`SockOwner::state_at`] above the time, holding the state.
+    pub const STATE_SHIFT: u32 = 60;
+
+    /// The owner of a socket just acquired, with no state change yet.
+    pub const fn new(seq: u64, tgid: u32, fd: u32) -> Self {
+        Self {
+            seq,
+            tgid,
+            fd,
+            state_at: 0,
+            frozen: 0,
+            family: 0,
+            sport: 0,
+            dport: 0,
+            _pad: [0; 3],
+            saddr: [0; 16],
+            daddr: [0; 16],
+        }
+    }
+
+    /// [`SockOwner::state_at`] of a change to `state` at `ts_ns`.
+    pub const fn state_at(state: u32, ts_ns: u64) -> u64 {
+        (ts_ns & ((1 << Self::STATE_SHIFT) - 1)) | ((state as u64) << Self::STATE_SHIFT)
+    }
+
+    /// The last state (kernel numbering) and since when, if it changed since acquired.
+    pub const fn state(&self) -> Option<(u32, u64)> {
+        if self.state_at == 0 {
+            return None;
+        }
+        Some((
+            (self.state_at >> Self::STATE_SHIFT) as u32,
+            self.state_at & ((1 << Self::STATE_SHIFT) - 1),
+        ))
+    }
 }
 
 /// TCP states as the kernel numbers them (`TCP_ESTABLISHED` ...).

@@ -1,16 +1,24 @@
 //! Sockets: the addresses given to connect() and bind(), and the TCP state changes of tracked
 //! sockets (`inet_sock_set_state`).
-use core::{ffi::c_void, ptr::addr_of_mut};
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, addr_of_mut, read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task, bpf_probe_read_user},
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
-use tracer_common::{SOCKADDR_MAX, SockAddrEvent, SockOwner, SockStateEvent, event};
+use tracer_common::{SOCKADDR_MAX, SockAddrEvent, SockOwner, counter, event};
 
 use crate::{
     account::seq_of,
     emit::{emit, header},
-    kmem::kread,
+    kmem::{bump, kread, now_ns},
     maps::{SOCKS, off},
 };
 
@@ -20,12 +28,7 @@ const AF_INET6: u16 = 10;
 #[inline(always)]
 pub fn track_socket(sk: u64, seq: u64, tgid: u32, fd: i32) {
     if sk != 0 {
-        let owner = SockOwner {
-            seq,
-            tgid,
-            fd: fd as u32,
-        };
-        let _ = SOCKS.insert(&sk, &owner, 0);
+        let _ = SOCKS.insert(&sk, &SockOwner::new(seq, tgid, fd as u32), 0);
     }
 }
 
@@ -60,38 +63,72 @@ pub fn sockaddr(tgid: u32, sys: u16, args: &[u64; 6]) {
     });
 }
 
-/// A tracked socket changed TCP state: report it with its addresses.
+/// A tracked socket changed TCP state: its last state, and its addresses once known, are kept
+/// in place in its SOCKS entry (no record: userspace reads the states it reports).
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn sock_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    // SAFETY: copy out of a valid map value.
-    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
+    let Some(o) = SOCKS.get_ptr_mut(&sk) else {
         return 0;
     };
-    let family: u16 = kread(sk, off!(skc_family)).unwrap_or(0);
-    let (old_state, new_state) = (ctx.arg::<u64>(1) as u32, ctx.arg::<u64>(2) as u32);
-    emit::<SockStateEvent>(|ev| {
-        // SAFETY: writes stay inside the reserved record.
-        unsafe {
-            (*ev).header = header(event::SOCK_STATE, owner.tgid);
-            (*ev).seq = owner.seq;
-            (*ev).fd = owner.fd;
-            (*ev).old_state = old_state;
-            (*ev).new_state = new_state;
-            (*ev).family = family;
-            (*ev).sport = kread::<u16>(sk, off!(skc_num)).unwrap_or(0);
-            (*ev).dport = u16::from_be(kread::<u16>(sk, off!(skc_dport)).unwrap_or(0));
-            (*ev)._pad = [0; 3];
-            if family == AF_INET6 {
-                (*ev).saddr = kread(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-                (*ev).daddr = kread(sk, off!(skc_v6_daddr)).unwrap_or([0; 16]);
-            } else {
-                let s: [u8; 4] = kread(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-                let d: [u8; 4] = kread(sk, off!(skc_daddr)).unwrap_or([0; 4]);
-                (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-                (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            }
+    let new_state = ctx.arg::<u64>(2) as u32;
+    // SAFETY: `o` is a valid map value. The stores are volatile so that the state, which a
+    // reader takes as "this change happened", is written after the addresses.
+    unsafe {
+        if read_volatile(addr_of!((*o).frozen)) != 0 {
+            return 0;
         }
-    });
+        if process_dying((*o).tgid) {
+            write_volatile(addr_of_mut!((*o).frozen), 1);
+            return 0;
+        }
+        let family: u16 = kread(sk, off!(skc_family)).unwrap_or(0);
+        write_volatile(addr_of_mut!((*o).family), family);
+        let sport = kread::<u16>(sk, off!(skc_num)).unwrap_or(0);
+        if sport != 0 {
+            let saddr = if family == AF_INET6 {
+                kread(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16])
+            } else {
+                v4(kread(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]))
+            };
+            write_volatile(addr_of_mut!((*o).saddr), saddr);
+            write_volatile(addr_of_mut!((*o).sport), sport);
+        }
+        let dport = u16::from_be(kread::<u16>(sk, off!(skc_dport)).unwrap_or(0));
+        if dport != 0 {
+            let daddr = if family == AF_INET6 {
+                kread(sk, off!(skc_v6_daddr)).unwrap_or([0; 16])
+            } else {
+                v4(kread(sk, off!(skc_daddr)).unwrap_or([0; 4]))
+            };
+            write_volatile(addr_of_mut!((*o).daddr), daddr);
+            write_volatile(addr_of_mut!((*o).dport), dport);
+        }
+        write_volatile(
+            addr_of_mut!((*o).state_at),
+            SockOwner::state_at(new_state, now_ns()),
+        );
+    }
+    bump(counter::SOCK_STATES, 1);
     0
+}
+
+/// An IPv4 address in the first 4 bytes of a 16-byte one.
+#[inline(always)]
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// Whether the current task is process `tgid` exiting as a whole (its last thread, past the
+/// point where the kernel closes what it held). In softirq context the current task is
+/// whichever one was interrupted.
+#[inline(always)]
+fn process_dying(tgid: u32) -> bool {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 != tgid {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let signal = kread::<u64>(task, off!(task_signal)).unwrap_or(0);
+    kread::<i32>(signal, off!(signal_live)) == Some(0)
 }

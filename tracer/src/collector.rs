@@ -16,8 +16,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tracer_common::{
     AcquireEvent, ExitEvent, FdEntry, FdKey, GoSpawnEvent, IoCompleteEvent, MemoKey, Released,
-    SockAddrEvent, TaskExitEvent, VERIFY_LIST, fd_flag, release as how, syscall as sys, task,
-    unverified,
+    SockAddrEvent, SockOwner, TaskExitEvent, VERIFY_LIST, fd_flag, release as how, syscall as sys,
+    task, unverified,
 };
 
 use crate::{
@@ -96,6 +96,13 @@ pub struct State {
     releases: Releases,
     /// When the batches are read in place next if no record comes.
     next_releases_ns: u64,
+    /// The last TCP state change taken of each tracked socket ([`SockOwner::state_at`]), by
+    /// acquisition id.
+    sock_states: HashMap<u64, u64>,
+    /// When the tracked sockets' states are read next, and the kernel's count of changes at
+    /// the last read.
+    next_sock_states_ns: u64,
+    sock_changes: u64,
 }
 
 /// How often (milliseconds) the collector drains when the kernel does not wake it.
@@ -106,6 +113,10 @@ const TOTALS_NS: u64 = 1_000_000_000;
 
 /// Interval between in-place reads of the kernel's release batches while no record comes.
 const IDLE_RELEASES_NS: u64 = 100_000_000;
+
+/// Interval between reads of the tracked sockets' TCP states (kept by the kernel in place; read
+/// only if any changed).
+const SOCK_STATES_NS: u64 = 1_000_000_000;
 
 /// Interval between samples of the descriptor counts (for the timeline).
 const SAMPLE_NS: u64 = 100_000_000;
@@ -200,6 +211,9 @@ impl Collector {
                 next_peers_ns: 0,
                 releases: Releases::default(),
                 next_releases_ns: 0,
+                sock_states: HashMap::new(),
+                next_sock_states_ns: 0,
+                sock_changes: 0,
             },
         })
     }
@@ -342,6 +356,10 @@ impl Collector {
             self.state.take_releases();
             self.state.next_releases_ns = now + IDLE_RELEASES_NS;
         }
+        if now >= self.state.next_sock_states_ns {
+            self.state.take_socket_states();
+            self.state.next_sock_states_ns = now + SOCK_STATES_NS;
+        }
         if now >= self.state.next_sample_ns {
             self.state.sample(now);
             self.state.next_sample_ns = now + SAMPLE_NS;
@@ -355,6 +373,7 @@ impl Collector {
     pub fn finish(&mut self, verify: bool) -> Result<Counters> {
         self.drain();
         self.state.take_releases();
+        self.state.take_socket_states();
         self.state.scan = None;
         let live: Vec<u32> = self
             .state
@@ -449,24 +468,6 @@ impl State {
                 }
             }
             Event::SockAddr(s) => self.on_sockaddr(&s),
-            // After its process exited, a socket's changes are the kernel closing it.
-            Event::SockState(s) if self.acct.process(s.header.tgid).is_some_and(|p| p.exited()) => {
-            }
-            Event::SockState(s) => {
-                let (local, peer) = (
-                    enrich::inet_addr(s.family, &s.saddr, s.sport),
-                    enrich::inet_addr(s.family, &s.daddr, s.dport),
-                );
-                self.annotate_socket(s.seq, |info| {
-                    info.state = Some((s.new_state, s.header.ts_ns));
-                    if s.sport != 0 {
-                        info.local = Some(local);
-                    }
-                    if s.dport != 0 {
-                        info.peer = Some(peer);
-                    }
-                });
-            }
             Event::Fork(f) => self.acct.apply(Change::Fork {
                 parent: f.parent_tgid,
                 child: f.header.tgid,
@@ -840,6 +841,47 @@ impl State {
     }
 
     /// Updates the socket description of acquisition `seq` (addresses, TCP state).
+    /// Takes the state changes of the tracked sockets since the last read.
+    fn take_socket_states(&mut self) {
+        let changes = self.probes.sock_state_changes();
+        if changes == self.sock_changes {
+            return;
+        }
+        let last = std::mem::take(&mut self.sock_states);
+        let mut all = true;
+        for o in self.probes.socket_owners() {
+            if last.get(&o.seq) == Some(&o.state_at) || self.take_socket_state(&o) {
+                self.sock_states.insert(o.seq, o.state_at);
+            } else {
+                all = false;
+            }
+        }
+        // A socket whose acquisition is not known yet is read again next time.
+        if all {
+            self.sock_changes = changes;
+        }
+    }
+
+    /// Notes a socket's last state and addresses; false if its acquisition is not known yet.
+    fn take_socket_state(&mut self, o: &SockOwner) -> bool {
+        let Some((state, ts_ns)) = o.state() else {
+            return true;
+        };
+        if self.acct.socket_info(o.seq).is_none() {
+            return false;
+        }
+        self.annotate_socket(o.seq, |info| {
+            info.state = Some((state, ts_ns));
+            if o.sport != 0 {
+                info.local = Some(enrich::inet_addr(o.family, &o.saddr, o.sport));
+            }
+            if o.dport != 0 {
+                info.peer = Some(enrich::inet_addr(o.family, &o.daddr, o.dport));
+            }
+        });
+        true
+    }
+
     fn annotate_socket(&mut self, seq: u64, f: impl FnOnce(&mut SocketInfo)) {
         if let Some(info) = self.acct.socket_info(seq) {
             let mut info = info.clone();
@@ -967,9 +1009,17 @@ impl State {
                 }
             }
             for (_, e) in &entries {
-                if e.sk != 0 {
-                    self.probes.forget_socket(e.sk);
+                if e.sk == 0 {
+                    continue;
                 }
+                // Its state at the exit (the kernel kept it past the exit's own changes).
+                if let Some(o) = self.probes.socket_owner(e.sk)
+                    && o.seq == e.seq
+                {
+                    self.take_socket_state(&o);
+                }
+                self.sock_states.remove(&e.seq);
+                self.probes.forget_socket(e.sk);
             }
         }
     }

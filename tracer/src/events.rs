@@ -3,7 +3,7 @@ use anyhow::{Result, anyhow, bail};
 use bytemuck::{Pod, try_pod_read_unaligned};
 use tracer_common::{
     AcquireEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, GoSpawnEvent, IoCompleteEvent,
-    PyCodeEvent, PyFramesEvent, ReleaseBatch, SockAddrEvent, SockStateEvent, TaskExitEvent, event,
+    PyCodeEvent, PyFramesEvent, ReleaseBatch, SockAddrEvent, TaskExitEvent, event,
 };
 
 /// One decoded record; `Acquire` borrows its stack copy from the ring.
@@ -15,7 +15,6 @@ pub enum Event<'a> {
     Fork(ForkEvent),
     Exec(Box<ExecEvent>),
     Exit(Box<ExitEvent>),
-    SockState(SockStateEvent),
     IoComplete(IoCompleteEvent),
     TaskExit(TaskExitEvent),
     GoSpawn(Box<GoSpawnEvent>),
@@ -53,7 +52,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>> {
         event::FORK => Event::Fork(read(bytes)?),
         event::EXEC => Event::Exec(Box::new(read(bytes)?)),
         event::EXIT => Event::Exit(Box::new(read(bytes)?)),
-        event::SOCK_STATE => Event::SockState(read(bytes)?),
         event::IO_COMPLETE => Event::IoComplete(read(bytes)?),
         event::TASK_EXIT => Event::TaskExit(read(bytes)?),
         event::GO_SPAWN => Event::GoSpawn(Box::new(read(bytes)?)),

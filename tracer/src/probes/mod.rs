@@ -448,6 +448,25 @@ impl Probes {
         }
     }
 
+    /// The owner and last state of every tracked socket.
+    pub fn socket_owners(&mut self) -> Vec<SockOwner> {
+        match map(&mut self.ebpf, "SOCKS")
+            .and_then(|m| Ok(HashMap::<_, u64, SockOwner>::try_from(m)?))
+        {
+            Ok(m) => m.iter().filter_map(|r| r.ok()).map(|(_, o)| o).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The owner and last state of socket `sk`, if tracked.
+    pub fn socket_owner(&mut self, sk: u64) -> Option<SockOwner> {
+        let m = map(&mut self.ebpf, "SOCKS").ok()?;
+        HashMap::<_, u64, SockOwner>::try_from(m)
+            .ok()?
+            .get(&sk, 0)
+            .ok()
+    }
+
     /// Stops following a socket's state (its descriptor's process is gone).
     pub fn forget_socket(&mut self, sk: u64) {
         if let Ok(m) = map(&mut self.ebpf, "SOCKS")
@@ -522,6 +541,14 @@ impl Probes {
                 let _ = m.remove(&k);
             }
         }
+    }
+
+    /// TCP state changes of tracked sockets so far (see `counter::SOCK_STATES`).
+    pub fn sock_state_changes(&mut self) -> u64 {
+        map(&mut self.ebpf, "COUNTERS")
+            .and_then(|m| Ok(PerCpuArray::<_, u64>::try_from(m)?))
+            .and_then(|a| Ok(a.get(&counter::SOCK_STATES, 0)?.iter().sum()))
+            .unwrap_or(0)
     }
 
     /// Current kernel counters.
