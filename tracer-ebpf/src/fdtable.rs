@@ -102,8 +102,14 @@ impl OpenBits {
     pub fn is_open(&mut self, fd: u32) -> bool {
         let index = fd / 64;
         if index != self.word_index {
-            let word = kread::<u64>(self.fdt, off!(fdt_open_fds))
-                .and_then(|bits| kread::<u64>(bits, index as u64 * 8));
+            // The bitmap has a bit per slot: a number past the table's end is not open (what
+            // follows the bitmap is other data). Tables are whole words of slots.
+            let word = match max_fds(self.fdt) {
+                Some(max) if fd >= max => Some(0),
+                Some(_) => kread::<u64>(self.fdt, off!(fdt_open_fds))
+                    .and_then(|bits| kread::<u64>(bits, index as u64 * 8)),
+                None => None,
+            };
             self.word = match word {
                 Some(w) => w,
                 None => {
