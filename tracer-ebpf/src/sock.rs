@@ -86,21 +86,13 @@ pub fn sock_state(ctx: RawTracePointContext) -> i32 {
         write_volatile(addr_of_mut!((*o).family), family);
         let sport = kread::<u16>(sk, off!(skc_num)).unwrap_or(0);
         if sport != 0 {
-            let saddr = if family == AF_INET6 {
-                kread(sk, off!(skc_v6_rcv_saddr)).unwrap_or([0; 16])
-            } else {
-                v4(kread(sk, off!(skc_rcv_saddr)).unwrap_or([0; 4]))
-            };
+            let saddr = inet_addr(sk, family, off!(skc_v6_rcv_saddr), off!(skc_rcv_saddr));
             write_volatile(addr_of_mut!((*o).saddr), saddr);
             write_volatile(addr_of_mut!((*o).sport), sport);
         }
         let dport = u16::from_be(kread::<u16>(sk, off!(skc_dport)).unwrap_or(0));
         if dport != 0 {
-            let daddr = if family == AF_INET6 {
-                kread(sk, off!(skc_v6_daddr)).unwrap_or([0; 16])
-            } else {
-                v4(kread(sk, off!(skc_daddr)).unwrap_or([0; 4]))
-            };
+            let daddr = inet_addr(sk, family, off!(skc_v6_daddr), off!(skc_daddr));
             write_volatile(addr_of_mut!((*o).daddr), daddr);
             write_volatile(addr_of_mut!((*o).dport), dport);
         }
@@ -113,9 +105,14 @@ pub fn sock_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// An IPv4 address in the first 4 bytes of a 16-byte one.
+/// An address of socket `sk`: the IPv6 field at `v6_off`, or the IPv4 one at `v4_off` in the
+/// first 4 bytes.
 #[inline(always)]
-fn v4(a: [u8; 4]) -> [u8; 16] {
+fn inet_addr(sk: u64, family: u16, v6_off: u64, v4_off: u64) -> [u8; 16] {
+    if family == AF_INET6 {
+        return kread(sk, v6_off).unwrap_or([0; 16]);
+    }
+    let a: [u8; 4] = kread(sk, v4_off).unwrap_or([0; 4]);
     [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
