@@ -736,8 +736,13 @@ impl SockOwner {
 /// TCP states as the kernel numbers them (`TCP_ESTABLISHED` ...).
 pub mod tcp_state {
     pub const ESTABLISHED: u32 = 1;
-    pub const CLOSE_WAIT: u32 = 8;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
     pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
 }
 
 /// Offsets of kernel structure fields, resolved by userspace from the running kernel's BTF

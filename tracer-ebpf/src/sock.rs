@@ -13,7 +13,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{SOCKADDR_MAX, SockAddrEvent, SockOwner, counter, event};
+use tracer_common::{SOCKADDR_MAX, SockAddrEvent, SockOwner, counter, event, tcp_state};
 
 use crate::{
     account::seq_of,
@@ -78,11 +78,50 @@ pub fn sock_state(ctx: RawTracePointContext) -> i32 {
         if read_volatile(addr_of!((*o).frozen)) != 0 {
             return 0;
         }
-        if process_dying((*o).tgid) {
+        // The owner's exit closes what it holds: its first change is one that close() makes.
+        if closing(new_state) && process_dying((*o).tgid) {
             write_volatile(addr_of_mut!((*o).frozen), 1);
             return 0;
         }
-        let family: u16 = kread(sk, off!(skc_family)).unwrap_or(0);
+        // Addresses are set by the changes that start a connection or a listener; after one,
+        // once both ports are known, they stay as they are.
+        if starting(new_state) || (*o).sport == 0 || (*o).dport == 0 {
+            read_addresses(sk, o);
+        }
+        write_volatile(
+            addr_of_mut!((*o).state_at),
+            SockOwner::state_at(new_state, now_ns()),
+        );
+    }
+    bump(counter::SOCK_STATES, 1);
+    0
+}
+
+/// Whether a change to `state` is one that close() makes (or the kernel's close of a dead
+/// process's sockets).
+#[inline(always)]
+fn closing(state: u32) -> bool {
+    state == tcp_state::FIN_WAIT1 || state == tcp_state::LAST_ACK || state == tcp_state::CLOSE
+}
+
+/// Whether a change to `state` starts a connection or a listener (and so may set addresses).
+#[inline(always)]
+fn starting(state: u32) -> bool {
+    state == tcp_state::SYN_SENT
+        || state == tcp_state::SYN_RECV
+        || state == tcp_state::ESTABLISHED
+        || state == tcp_state::LISTEN
+}
+
+/// Copies socket `sk`'s family and its addresses that are set into its entry `o`.
+///
+/// # Safety
+/// `o` is a valid SOCKS value.
+#[inline(always)]
+unsafe fn read_addresses(sk: u64, o: *mut SockOwner) {
+    let family: u16 = kread(sk, off!(skc_family)).unwrap_or(0);
+    // SAFETY: the caller's.
+    unsafe {
         write_volatile(addr_of_mut!((*o).family), family);
         let sport = kread::<u16>(sk, off!(skc_num)).unwrap_or(0);
         if sport != 0 {
@@ -96,13 +135,7 @@ pub fn sock_state(ctx: RawTracePointContext) -> i32 {
             write_volatile(addr_of_mut!((*o).daddr), daddr);
             write_volatile(addr_of_mut!((*o).dport), dport);
         }
-        write_volatile(
-            addr_of_mut!((*o).state_at),
-            SockOwner::state_at(new_state, now_ns()),
-        );
     }
-    bump(counter::SOCK_STATES, 1);
-    0
 }
 
 /// An address of socket `sk`: the IPv6 field at `v6_off`, or the IPv4 one at `v4_off` in the
