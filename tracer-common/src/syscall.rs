@@ -250,6 +250,15 @@ impl Desc {
             role::CLOSE | role::CLOSE_RANGE | role::EXEC
         )
     }
+
+    /// The kernel program that handles it, attached to its entry or exit tracepoint.
+    pub const fn program(&self) -> &'static str {
+        match self.shape.role {
+            role::CLOSE | role::CLOSE_RANGE | role::EXEC => "sys_enter",
+            role::SEND_RIGHTS | role::RECV_RIGHTS => "sys_exit_rights",
+            _ => "sys_exit",
+        }
+    }
 }
 
 const fn shape(id: u16, role: u8) -> Shape {

@@ -3,16 +3,16 @@
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_user};
-use tracer_common::{FdKey, Passed, UserRegs, counter, fd_flag, release};
+use tracer_common::{FdKey, Passed, STACK_MAX, UserRegs, counter, fd_flag, release};
 
 use crate::{
     account::account_fd,
-    emit::Acquisition,
+    emit::{Acquisition, emit_acquire},
     fdtable::{S_IFSOCK, current_fdt, fd_file, file_inode, file_socket},
     kmem::{bump, next_seq, opaque},
     maps::{OPEN_FDS, PASSED, RIGHTS_SCRATCH},
     sock::track_socket,
-    stack::send_acquire,
+    stack::{CallSite, call_site},
 };
 
 /// Most descriptors taken from the control messages of one sendmsg/recvmsg call.
@@ -121,6 +121,9 @@ struct RightsLoop {
     sys: u64,
     /// Token of the receiver's Python stack (0: none).
     py_stack: u64,
+    /// The receiving call's site, found once for all its descriptors (a lookup of the memo
+    /// in the callback made its verification take seconds).
+    site: CallSite,
 }
 
 /// The `i`th collected SCM_RIGHTS descriptor.
@@ -196,7 +199,15 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
     // The sender: pid, and its descriptor number.
     acq.arg = sender.tgid as u64 | (sender.fd as u64) << 32;
     acq.py_stack = l.py_stack;
-    send_acquire(&acq, &l.regs);
+    // Copies go in records of one size: the verifier checks the callback again on each of its
+    // passes, and with every size class that took a second of start-up. Copies are only sent
+    // until userspace has taught the memo the call site.
+    let site = &l.site;
+    if site.memo_site != 0 || site.want == 0 {
+        emit_acquire::<0>(&acq, &l.regs, 0, site.memo_site, site.goid);
+    } else {
+        emit_acquire::<STACK_MAX>(&acq, &l.regs, site.want, 0, site.goid);
+    }
     0
 }
 
@@ -227,6 +238,15 @@ pub fn rights(
         fdt: current_fdt().unwrap_or(0),
         sys: sys as u64,
         py_stack,
+        site: if receive {
+            call_site((pid_tgid >> 32) as u32, pid_tgid as u32, regs)
+        } else {
+            CallSite {
+                memo_site: 0,
+                want: 0,
+                goid: 0,
+            }
+        },
     };
     let step = if receive {
         received_step as *mut c_void

@@ -125,21 +125,31 @@ pub unsafe fn record_stack(dst: *mut u8, len: usize, tid: u32, regs: &UserRegs) 
     0
 }
 
-/// Sends an acquisition with its call site: recognized by the memo, or a copy of the stack;
-/// for Go, with the acquiring goroutine.
-#[inline(never)]
-pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
-    let regs = *regs;
+/// How an acquisition's call site goes to userspace: recognized by the memo, or as a copy of
+/// `want` bytes of stack; and, in Go, the acquiring goroutine.
+pub struct CallSite {
+    /// The memo's call site id + 1 (0: not recognized).
+    pub memo_site: u32,
+    pub want: u64,
+    pub goid: u64,
+}
+
+/// The call site of the current thread's stack at `regs` (an acquisition by process `tgid`,
+/// thread `tid`).
+#[inline(always)]
+pub fn call_site(tgid: u32, tid: u32, regs: &UserRegs) -> CallSite {
     // SAFETY: helper returning the current task's BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    let go = go::running(acq.tgid, task, regs.sp);
-    let goid = go.goid;
+    let go = go::running(tgid, task, regs.sp);
     let stack_max = config_u32(addr_of!(CONFIG.stack_max));
     if stack_max != 0 {
-        let site = memo_site(acq.tgid, &regs);
-        if site != 0 {
-            emit_acquire::<0>(acq, &regs, 0, site, goid);
-            return;
+        let memo_site = memo_site(tgid, regs);
+        if memo_site != 0 {
+            return CallSite {
+                memo_site,
+                want: 0,
+                goid: go.goid,
+            };
         }
     }
     let mut want = if stack_max == 0 || regs.sp == 0 {
@@ -147,7 +157,7 @@ pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     } else if go.stack_hi != 0 {
         go.stack_hi - regs.sp
     } else {
-        match stack_extent(acq.tid, regs.sp) {
+        match stack_extent(tid, regs.sp) {
             // Unknown extent: a small copy still usually covers the innermost frames.
             0 => STACK_CLASSES[1] as u64,
             n => n,
@@ -156,22 +166,45 @@ pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     if want > stack_max {
         want = stack_max;
     }
+    CallSite {
+        memo_site: 0,
+        want,
+        goid: go.goid,
+    }
+}
+
+/// Sends an acquisition with its call site: recognized by the memo, or a copy of the stack;
+/// for Go, with the acquiring goroutine.
+#[inline(never)]
+pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
+    let regs = *regs;
+    send_at(acq, &regs, &call_site(acq.tgid, acq.tid, &regs));
+}
+
+/// Sends an acquisition made at call site `site` (of the stack at `regs`).
+#[inline(always)]
+pub fn send_at(acq: &Acquisition, regs: &UserRegs, site: &CallSite) {
+    let (want, goid) = (site.want, site.goid);
+    if site.memo_site != 0 {
+        emit_acquire::<0>(acq, regs, 0, site.memo_site, goid);
+        return;
+    }
     // One record size per class: reservations must have a size known to the verifier.
     if want == 0 {
-        emit_acquire::<0>(acq, &regs, 0, 0, goid);
+        emit_acquire::<0>(acq, regs, 0, 0, goid);
     } else if want <= STACK_CLASSES[0] as u64 {
-        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[0] }>(acq, regs, want, 0, goid);
     } else if want <= STACK_CLASSES[1] as u64 {
-        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[1] }>(acq, regs, want, 0, goid);
     } else if want <= STACK_CLASSES[2] as u64 {
-        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[2] }>(acq, regs, want, 0, goid);
     } else if want <= STACK_CLASSES[3] as u64 {
-        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[3] }>(acq, regs, want, 0, goid);
     } else if want <= STACK_CLASSES[4] as u64 {
-        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[4] }>(acq, regs, want, 0, goid);
     } else if want <= STACK_CLASSES[5] as u64 {
-        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[5] }>(acq, regs, want, 0, goid);
     } else {
-        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[6] }>(acq, regs, want, 0, goid);
     }
 }

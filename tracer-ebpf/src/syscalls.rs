@@ -1,7 +1,7 @@
-//! The syscall hooks: `sys_enter` and `sys_exit`, attached by userspace to the
-//! `syscalls:sys_enter_<name>` / `sys_exit_<name>` tracepoints of exactly the syscalls in
-//! `tracer_common::syscall::TABLE` (no other syscall runs any of tracer's code). Each
-//! dispatches on the syscall's [`Shape`].
+//! The syscall hooks: `sys_enter`, `sys_exit` and `sys_exit_rights`, attached by userspace to
+//! the `syscalls:sys_enter_<name>` / `sys_exit_<name>` tracepoints of exactly the syscalls in
+//! `tracer_common::syscall::TABLE` (no other syscall runs any of tracer's code; `Desc::program`
+//! says which program a syscall gets). Each dispatches on the syscall's [`Shape`].
 //!
 //! Releases and exec are handled at entry (before the number can be reused, while the table is
 //! as it was); acquisitions at a successful exit.
@@ -197,26 +197,45 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let py_stack = python_stack(shape, pid_tgid, ret);
     match shape.role {
         role::ACQUIRE => acquire_exit(shape, pid_tgid, ret, py_stack),
-        role::SEND_RIGHTS | role::RECV_RIGHTS if ret >= 0 => {
-            let regs = user_pt_regs();
-            let mmsg = shape.id == tracer_common::syscall::SENDMMSG
-                || shape.id == tracer_common::syscall::RECVMMSG;
-            rights(
-                pid_tgid,
-                shape.id,
-                mmsg,
-                shape.role == role::RECV_RIGHTS,
-                &args_from(regs),
-                ret,
-                &user_regs(regs),
-                py_stack,
-            );
-        }
         role::SOCKADDR if ret >= 0 || ret == -EINPROGRESS => {
             sockaddr(tgid, shape.id, &args_from(user_pt_regs()));
         }
         _ => {}
     }
+    0
+}
+
+/// The exit of sendmsg/recvmsg and their mmsg forms: descriptors passed in SCM_RIGHTS
+/// messages. A program of its own: its loop over the passed descriptors, verified with the
+/// state of every path of `sys_exit`, took most of tracer's start-up.
+#[tracepoint]
+pub fn sys_exit_rights(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(shape) = shape_of(tp_word::<i32>(&ctx, TP_NR)) else {
+        return 0;
+    };
+    let ret: i64 = tp_word(&ctx, TP_RET);
+    let receive = shape.role == role::RECV_RIGHTS;
+    if ret < 0 || !(receive || shape.role == role::SEND_RIGHTS) {
+        return 0;
+    }
+    let py_stack = python_stack(shape, pid_tgid, ret);
+    let regs = user_pt_regs();
+    let mmsg = shape.id == tracer_common::syscall::SENDMMSG
+        || shape.id == tracer_common::syscall::RECVMMSG;
+    rights(
+        pid_tgid,
+        shape.id,
+        mmsg,
+        receive,
+        &args_from(regs),
+        ret,
+        &user_regs(regs),
+        py_stack,
+    );
     0
 }
 

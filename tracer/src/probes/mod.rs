@@ -320,14 +320,14 @@ impl Probes {
         // The syscall hooks go last: once they see a process, its forks, execs and exit are
         // seen too (a process living only while tracer attaches is still whole). Each is
         // attached to the tracepoints of exactly the syscalls it handles.
-        for (prog, at_entry) in [("sys_enter", true), ("sys_exit", false)] {
+        for prog in ["sys_enter", "sys_exit", "sys_exit_rights"] {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| anyhow!("eBPF object lacks program {prog}"))?
                 .try_into()?;
             p.load()
                 .map_err(|e| anyhow!("loading {prog}: {}", verifier_error(&e)))?;
-            for d in syscalls::hooked().filter(|d| d.at_entry() == at_entry) {
+            for d in syscalls::hooked().filter(|d| d.program() == prog) {
                 let tp = syscalls::tracepoint(d);
                 match p.attach("syscalls", &tp).and_then(|id| p.take_link(id)) {
                     Ok(link) => syscall_links.0.push(link),
