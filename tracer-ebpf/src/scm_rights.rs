@@ -199,9 +199,9 @@ extern "C" fn received_step(i: u64, ctx: *mut c_void) -> i64 {
     // The sender: pid, and its descriptor number.
     acq.arg = sender.tgid as u64 | (sender.fd as u64) << 32;
     acq.py_stack = l.py_stack;
-    // Copies go in records of one size: the verifier checks the callback again on each of its
-    // passes, and with every size class that took a second of start-up. Copies are only sent
-    // until userspace has taught the memo the call site.
+    // Copies go in records of one size: the verifier checks the callback on each of its passes
+    // over the loop, and every size class there cost about a second of start-up. Copies are
+    // only sent until userspace has taught the memo the call site.
     let site = &l.site;
     if site.memo_site != 0 || site.want == 0 {
         emit_acquire::<0>(&acq, &l.regs, 0, site.memo_site, site.goid);

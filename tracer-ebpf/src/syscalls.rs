@@ -206,8 +206,8 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 }
 
 /// The exit of sendmsg/recvmsg and their mmsg forms: descriptors passed in SCM_RIGHTS
-/// messages. A program of its own: its loop over the passed descriptors, verified with the
-/// state of every path of `sys_exit`, took most of tracer's start-up.
+/// messages. A program of its own: the verifier checks its loop over the passed descriptors
+/// apart from the paths of `sys_exit`.
 #[tracepoint]
 pub fn sys_exit_rights(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -240,8 +240,8 @@ pub fn sys_exit_rights(ctx: TracePointContext) -> u32 {
 }
 
 /// In a CPython process, for a syscall exit that will send acquisitions: sends the thread's
-/// Python stack and returns its token (0: none). Called from one place, before the paths of the
-/// syscalls part: the stack walk is verified once, not along every acquisition path.
+/// Python stack and returns its token (0: none). Called from one place in each exit program,
+/// before its paths part: the stack walk is verified once, not along every acquisition path.
 #[inline(never)]
 fn python_stack(shape: &Shape, pid_tgid: u64, ret: i64) -> u64 {
     // The registers are read only for the few syscalls whose arguments decide.
