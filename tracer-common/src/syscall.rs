@@ -253,10 +253,12 @@ impl Desc {
 
     /// The kernel program that handles it, attached to its entry or exit tracepoint.
     pub const fn program(&self) -> &'static str {
-        match self.shape.role {
-            role::CLOSE | role::CLOSE_RANGE | role::EXEC => "sys_enter",
-            role::SEND_RIGHTS | role::RECV_RIGHTS => "sys_exit_rights",
-            _ => "sys_exit",
+        if self.at_entry() {
+            "sys_enter"
+        } else if matches!(self.shape.role, role::SEND_RIGHTS | role::RECV_RIGHTS) {
+            "sys_exit_rights"
+        } else {
+            "sys_exit"
         }
     }
 }

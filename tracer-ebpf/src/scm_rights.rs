@@ -241,11 +241,7 @@ pub fn rights(
         site: if receive {
             call_site((pid_tgid >> 32) as u32, pid_tgid as u32, regs)
         } else {
-            CallSite {
-                memo_site: 0,
-                want: 0,
-                goid: 0,
-            }
+            CallSite::NONE
         },
     };
     let step = if receive {

@@ -134,6 +134,15 @@ pub struct CallSite {
     pub goid: u64,
 }
 
+impl CallSite {
+    /// No call site: nothing is sent with it.
+    pub const NONE: Self = Self {
+        memo_site: 0,
+        want: 0,
+        goid: 0,
+    };
+}
+
 /// The call site of the current thread's stack at `regs` (an acquisition by process `tgid`,
 /// thread `tid`).
 #[inline(always)]
@@ -178,33 +187,24 @@ pub fn call_site(tgid: u32, tid: u32, regs: &UserRegs) -> CallSite {
 #[inline(never)]
 pub fn send_acquire(acq: &Acquisition, regs: &UserRegs) {
     let regs = *regs;
-    send_at(acq, &regs, &call_site(acq.tgid, acq.tid, &regs));
-}
-
-/// Sends an acquisition made at call site `site` (of the stack at `regs`).
-#[inline(always)]
-pub fn send_at(acq: &Acquisition, regs: &UserRegs, site: &CallSite) {
+    let site = call_site(acq.tgid, acq.tid, &regs);
     let (want, goid) = (site.want, site.goid);
-    if site.memo_site != 0 {
-        emit_acquire::<0>(acq, regs, 0, site.memo_site, goid);
-        return;
-    }
     // One record size per class: reservations must have a size known to the verifier.
-    if want == 0 {
-        emit_acquire::<0>(acq, regs, 0, 0, goid);
+    if site.memo_site != 0 || want == 0 {
+        emit_acquire::<0>(acq, &regs, 0, site.memo_site, goid);
     } else if want <= STACK_CLASSES[0] as u64 {
-        emit_acquire::<{ STACK_CLASSES[0] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[0] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[1] as u64 {
-        emit_acquire::<{ STACK_CLASSES[1] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[1] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[2] as u64 {
-        emit_acquire::<{ STACK_CLASSES[2] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[2] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[3] as u64 {
-        emit_acquire::<{ STACK_CLASSES[3] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[3] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[4] as u64 {
-        emit_acquire::<{ STACK_CLASSES[4] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[4] }>(acq, &regs, want, 0, goid);
     } else if want <= STACK_CLASSES[5] as u64 {
-        emit_acquire::<{ STACK_CLASSES[5] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[5] }>(acq, &regs, want, 0, goid);
     } else {
-        emit_acquire::<{ STACK_CLASSES[6] }>(acq, regs, want, 0, goid);
+        emit_acquire::<{ STACK_CLASSES[6] }>(acq, &regs, want, 0, goid);
     }
 }
